@@ -1,0 +1,15 @@
+//! The data model of gamewire and its file formats. No networking, no GUI: everything else
+//! depends on this module and it depends on nothing of the crate.
+
+pub mod files;
+pub mod gwcap;
+pub mod model;
+pub mod pcapng;
+pub mod sdjson;
+pub mod store;
+
+pub use model::{
+    Connection, ConnectionId, Direction, NewPacket, Packet, PacketFlags, PacketId, Timestamp,
+    TlsInfo, Transport, UNKNOWN_ADDR, ascii_preview,
+};
+pub use store::{CaptureStore, PacketRef, StoreData, StoreError};

@@ -1,0 +1,145 @@
+//! The command line: `gamewire [gui|inspect|convert|samples]`.
+//!
+//! The interface is stable because scripts and tests depend on it: errors are one line on
+//! stderr and exit code 1; a file that was read only in part (damage or skipped records) exits
+//! with code 3 unless `--skip-bad` accepted that.
+
+mod convert;
+mod inspect;
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A file that was read only in part without `--skip-bad`.
+pub const EXIT_PARTIAL: u8 = 3;
+/// The requested front end is not part of this build.
+pub const EXIT_UNAVAILABLE: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gamewire",
+    version,
+    about = "A workbench for reverse-engineering and reviving online games",
+    long_about = "A workbench for reverse-engineering and reviving online games.\n\n\
+        With no command, gamewire opens the desktop workbench. The commands below work on \
+        capture files: .gwcap (gamewire's own, lossless), .sd.json (the Star Citizen tools' \
+        format) and .pcapng (for Wireshark and tshark)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Open the desktop workbench (the default), optionally with a capture file.
+    Gui {
+        /// A capture to open (.gwcap, .sd.json or .pcapng).
+        file: Option<PathBuf>,
+    },
+    /// List the connections and packets of a capture file.
+    Inspect(inspect::Args),
+    /// Convert a capture between formats, chosen by the file extensions.
+    Convert(convert::Args),
+    /// Write the sample captures gamewire ships with (deterministic, for demos and tests).
+    Samples {
+        /// Directory to write them to.
+        #[arg(long, default_value = "captures")]
+        out: PathBuf,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help and version to stdout with exit 0, and usage errors to stderr.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
+    init_logging();
+    let result = match cli.command {
+        None => run_gui(None),
+        Some(Command::Gui { file }) => run_gui(file),
+        Some(Command::Inspect(args)) => inspect::run(args),
+        Some(Command::Convert(args)) => convert::run(args),
+        Some(Command::Samples { out }) => crate::samples::write_all(&out).map(|written| {
+            for path in written {
+                println!("wrote {}", path.display());
+            }
+            ExitCode::SUCCESS
+        }),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gamewire: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}
+
+/// The error and its causes on one line, without repeating a cause the message already says.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line.replace('\n', " ")
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(feature = "gui")]
+fn run_gui(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    crate::gui::run(file)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "gui"))]
+fn run_gui(_file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let mut err = io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "gamewire: this build has no desktop workbench (it was built without the `gui` feature).\n\
+         Run `gamewire --help` for the command-line tools, for example `gamewire inspect FILE`,\n\
+         or build the workbench with `cargo run --release` (the `gui` feature is on by default)."
+    );
+    Ok(ExitCode::from(EXIT_UNAVAILABLE))
+}
+
+/// Prints the warnings of a partly read file and picks the exit code.
+fn report_warnings(warnings: &[String], skip_bad: bool) -> ExitCode {
+    let mut err = io::stderr().lock();
+    for w in warnings {
+        let _ = writeln!(err, "gamewire: warning: {w}");
+    }
+    if warnings.is_empty() || skip_bad {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PARTIAL)
+    }
+}
