@@ -49,6 +49,9 @@ pub enum Command {
         /// Directory to write them to.
         #[arg(long, default_value = "captures")]
         out: PathBuf,
+        /// Instead, write busy.gwcap with this many 100-byte packets (load tests).
+        #[arg(long, value_name = "PACKETS")]
+        busy: Option<usize>,
     },
 }
 
@@ -67,12 +70,7 @@ pub fn main() -> ExitCode {
         Some(Command::Gui { file }) => run_gui(file),
         Some(Command::Inspect(args)) => inspect::run(args),
         Some(Command::Convert(args)) => convert::run(args),
-        Some(Command::Samples { out }) => crate::samples::write_all(&out).map(|written| {
-            for path in written {
-                println!("wrote {}", path.display());
-            }
-            ExitCode::SUCCESS
-        }),
+        Some(Command::Samples { out, busy }) => write_samples(&out, busy),
     };
     match result {
         Ok(code) => code,
@@ -82,6 +80,23 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn write_samples(out: &std::path::Path, busy: Option<usize>) -> anyhow::Result<ExitCode> {
+    let written = match busy {
+        Some(packets) => {
+            std::fs::create_dir_all(out)?;
+            let path = out.join("busy.gwcap");
+            let data = crate::samples::busy_capture(packets, 100, 64);
+            crate::capture::files::save(&data, &path)?;
+            vec![path]
+        }
+        None => crate::samples::write_all(out)?,
+    };
+    for path in written {
+        println!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init_logging() {

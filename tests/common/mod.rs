@@ -1,0 +1,128 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use gamewire::capture::{
+    Connection, ConnectionId, Direction, NewPacket, PacketFlags, StoreData, Timestamp, TlsInfo,
+    Transport,
+};
+
+/// A capture that exercises every field of the model: IPv4 and IPv6, all transports, TLS
+/// facts, labels, flags, an edited packet with its original, an open and a closed
+/// connection, one with no packets, binary and empty payloads.
+pub fn rich_capture() -> StoreData {
+    let mut data = StoreData::new();
+    let mut a = Connection::new(
+        "127.0.0.1:50000".parse().unwrap(),
+        "127.0.0.1:18800".parse().unwrap(),
+        Transport::Tcp,
+        Timestamp(1_754_607_232_000_000_001),
+    );
+    a.protocol = Some("fesl".into());
+    a.route = Some("fesl".into());
+    a.tls = Some(TlsInfo {
+        sni: Some("fesl.ea.com".into()),
+        alpn: Some("h2".into()),
+        version: Some("TLSv1.3".into()),
+        cipher: None,
+    });
+    let a = data.add_connection(a);
+    let mut b = Connection::new(
+        "[::1]:50001".parse().unwrap(),
+        "[2001:db8::7]:5520".parse().unwrap(),
+        Transport::Quic,
+        Timestamp(1_754_607_232_500_000_000),
+    );
+    b.route = Some("hytale".into());
+    let b = data.add_connection(b);
+    let c = data.add_connection(Connection::new(
+        "10.1.2.3:6000".parse().unwrap(),
+        "10.1.2.4:27900".parse().unwrap(),
+        Transport::Udp,
+        Timestamp(1_754_607_233_000_000_000),
+    ));
+    data.add_connection(Connection::new(
+        "127.0.0.1:50009".parse().unwrap(),
+        "127.0.0.1:9000".parse().unwrap(),
+        Transport::Tcp,
+        Timestamp(1_754_607_233_100_000_000),
+    ));
+    let mut t = 1_754_607_232_000_100_000i64;
+    let mut push = |conn: ConnectionId, dir, bytes: &[u8], label: Option<&str>, flags| {
+        t += 1_234_567;
+        let mut p = NewPacket::new(conn, dir, Timestamp(t), bytes.to_vec());
+        p.label = label.map(str::to_owned);
+        p.flags = flags;
+        data.append(p).unwrap();
+    };
+    push(
+        a,
+        Direction::ClientToServer,
+        b"fsys\xc0\x00\x00\x01\x00\x00\x00\x10TXN=",
+        Some("fsys Hello"),
+        PacketFlags::empty(),
+    );
+    push(
+        a,
+        Direction::ServerToClient,
+        &[0u8, 255, 10, 13, 0x1a],
+        Some("fsys Hello"),
+        PacketFlags::REPLAYED,
+    );
+    push(
+        b,
+        Direction::ClientToServer,
+        &[],
+        None,
+        PacketFlags::empty(),
+    );
+    push(
+        c,
+        Direction::ServerToClient,
+        b"\\lc\\1\\final\\",
+        Some("gp lc"),
+        PacketFlags::INJECTED,
+    );
+    push(
+        a,
+        Direction::ClientToServer,
+        "ünïcödé ✓".as_bytes(),
+        Some("label with \"quotes\"\n"),
+        PacketFlags::DROPPED,
+    );
+    let mut edited = NewPacket::new(
+        a,
+        Direction::ClientToServer,
+        Timestamp(t + 5),
+        b"edited".to_vec(),
+    );
+    edited.flags = PacketFlags::EDITED;
+    edited.original = Some(b"original".to_vec());
+    edited.label = Some("acct NuLogin".into());
+    data.append(edited).unwrap();
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+    data.append(NewPacket::new(
+        b,
+        Direction::ServerToClient,
+        Timestamp(t + 9),
+        big,
+    ))
+    .unwrap();
+    data.close_connection(a, Timestamp(t + 1_000_000_000), Some("client reset".into()))
+        .unwrap();
+    data.close_connection(c, Timestamp(t + 2_000_000_000), None)
+        .unwrap();
+    data
+}
+
+/// Asserts two captures hold the same connections and packets, field by field.
+pub fn assert_same_capture(a: &StoreData, b: &StoreData) {
+    assert_eq!(a.connections(), b.connections(), "connections differ");
+    assert_eq!(a.packet_count(), b.packet_count(), "packet counts differ");
+    for (x, y) in a.packets().zip(b.packets()) {
+        assert_eq!(x.to_packet(), y.to_packet(), "packet {} differs", x.id);
+    }
+}
+
+pub fn gamewire_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_gamewire")
+}
