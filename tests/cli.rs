@@ -1,0 +1,268 @@
+//! The command line as scripts use it: real binary, real files, exit codes and messages.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use gamewire::capture::{files, gwcap, sdjson};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(common::gamewire_bin())
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("gamewire runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn samples_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("caps");
+    let out = run(&["samples", "--out", p(&path)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    (dir, path)
+}
+
+#[test]
+fn inspect_json_has_the_documented_fields() {
+    let (_d, caps) = samples_dir();
+    let out = run(&["inspect", "--json", p(&caps.join("ra3-login.gwcap"))]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is one JSON object"))
+        .collect();
+    assert_eq!(lines.len(), 20);
+    for v in &lines {
+        let conn = v["connection"].as_str().unwrap();
+        assert!(conn.parse::<std::net::SocketAddr>().is_ok(), "{conn}");
+        assert!(matches!(
+            v["direction"].as_str(),
+            Some("client->server" | "server->client")
+        ));
+        let hex = v["hex"].as_str().unwrap();
+        assert_eq!(v["size"].as_u64().unwrap() as usize * 2, hex.len());
+        chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str().unwrap()).unwrap();
+        assert!(v.get("label").is_some());
+    }
+    assert_eq!(lines[0]["label"], "fsys Hello");
+    assert_eq!(lines[0]["connection"], "127.0.0.1:50123");
+    assert!(
+        lines[0]["hex"]
+            .as_str()
+            .unwrap()
+            .starts_with("66737973c0000001")
+    );
+}
+
+#[test]
+fn inspect_text_lists_connections_and_packets() {
+    let (_d, caps) = samples_dir();
+    let out = run(&["inspect", p(&caps.join("ra3-login.gwcap"))]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("2 connections, 20 packets"), "{text}");
+    assert!(
+        text.contains("127.0.0.1:50123 -> 127.0.0.1:18800"),
+        "{text}"
+    );
+    assert!(text.contains("acct GameSpyPreAuth"), "{text}");
+    assert!(text.contains("fsys........TXN="), "{text}");
+}
+
+#[test]
+fn convert_between_gwcap_and_sd_json_keeps_the_traffic() {
+    let (dir, caps) = samples_dir();
+    let json = dir.path().join("ra3.sd.json");
+    let back = dir.path().join("back.gwcap");
+    let out = run(&["convert", p(&caps.join("ra3-login.gwcap")), p(&json)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["convert", p(&json), p(&back)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let a = gwcap::load(&caps.join("ra3-login.gwcap")).unwrap().data;
+    let b = gwcap::load(&back).unwrap().data;
+    // sd.json keeps bytes, direction, label, client address and microseconds.
+    assert_eq!(a.packet_count(), b.packet_count());
+    for (x, y) in a.packets().zip(b.packets()) {
+        assert_eq!(x.data, y.data);
+        assert_eq!(x.direction, y.direction);
+        assert_eq!(x.label, y.label);
+        assert_eq!(x.timestamp.0 / 1000, y.timestamp.0 / 1000);
+        assert_eq!(
+            a.connection(x.connection).unwrap().client,
+            b.connection(y.connection).unwrap().client
+        );
+    }
+}
+
+#[test]
+fn errors_are_one_line_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.gwcap");
+    let out = run(&["inspect", p(&missing)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("nope.gwcap"), "{err}");
+
+    let empty = dir.path().join("empty.gwcap");
+    std::fs::write(&empty, b"").unwrap();
+    let err = stderr(&run(&["inspect", p(&empty)]));
+    assert!(
+        err.contains("empty.gwcap") && err.contains("empty file"),
+        "{err}"
+    );
+
+    let garbage = dir.path().join("mystery.bin");
+    std::fs::write(&garbage, b"\x7fELF\x02\x01").unwrap();
+    let out = run(&["inspect", p(&garbage)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot tell the capture format"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A .json that is really something else is reported with its offset, not a panic.
+    let not_json = dir.path().join("capture.json");
+    std::fs::write(&not_json, b"GWCAP\r\n\x1a garbage").unwrap();
+    let out = run(&["inspect", p(&not_json)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("offset 0"), "{}", stderr(&out));
+
+    let out = run(&["convert", p(&missing), p(&dir.path().join("out.txt"))]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("unknown output format"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_bad_sd_json_record_is_named_and_skip_bad_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.sd.json");
+    std::fs::write(
+        &path,
+        r#"[
+ {"timestamp":"2025-08-07T22:54:02.579022","direction":"client->server","size":2,"type":"Heartbeat","hex_data":"0a0b","connection":"127.0.0.1:50639"},
+ {"timestamp":"2025-08-07T22:54:02.600000","direction":"client->server","size":2,"type":"Heartbeat","hex_data":"zz00","connection":"127.0.0.1:50639"},
+ {"timestamp":"2025-08-07T22:54:02.700000","direction":"server->client","size":1,"type":"Ack","hex_data":"ff","connection":"127.0.0.1:50639"}
+]"#,
+    )
+    .unwrap();
+    let out = run(&["inspect", "--json", p(&path)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("record 1") && err.contains("\"hex_data\""),
+        "{err}"
+    );
+    assert!(stdout(&out).is_empty());
+
+    let out = run(&["inspect", "--json", "--skip-bad", p(&path)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 2);
+    assert!(
+        stderr(&out).contains("skipped record 1"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_damaged_gwcap_is_recovered_and_reported() {
+    let (dir, caps) = samples_dir();
+    let bytes = std::fs::read(caps.join("ra3-login.gwcap")).unwrap();
+    let cut = dir.path().join("cut.gwcap");
+    std::fs::write(&cut, &bytes[..bytes.len() - 5]).unwrap();
+    let out = run(&["inspect", "--json", p(&cut)]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "partial read without --skip-bad"
+    );
+    assert_eq!(
+        stdout(&out).lines().count(),
+        19,
+        "every whole packet is still listed"
+    );
+    let err = stderr(&out);
+    assert!(err.contains("cut.gwcap") && err.contains("offset"), "{err}");
+    let out = run(&["inspect", "--json", "--skip-bad", p(&cut)]);
+    assert_eq!(out.status.code(), Some(0));
+
+    // convert writes what was recovered.
+    let fixed = dir.path().join("fixed.gwcap");
+    let out = run(&["convert", "--skip-bad", p(&cut), p(&fixed)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(gwcap::load(&fixed).unwrap().data.packet_count(), 19);
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["inspect", "--help"],
+        vec!["convert", "--help"],
+        vec!["samples", "--help"],
+        vec!["gui", "--help"],
+    ] {
+        let out = run(&args);
+        assert!(out.status.success(), "{args:?}");
+        assert!(stdout(&out).contains("Usage:"), "{args:?}");
+    }
+    let out = run(&["inspect"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("FILE"));
+}
+
+#[cfg(not(feature = "gui"))]
+#[test]
+fn without_the_gui_feature_no_arguments_says_what_to_run() {
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("gamewire inspect") && err.contains("gui"),
+        "{err}"
+    );
+}
+
+/// The committed samples are exactly what `gamewire samples` makes, so they never go stale.
+#[test]
+fn committed_samples_match_the_generator() {
+    let (_d, fresh) = samples_dir();
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures");
+    for name in gamewire::samples::FILES {
+        let a = committed.join(name);
+        let b = fresh.join(name);
+        if name.ends_with(".sd.json") {
+            // sd.json holds local time, so compare what it means rather than its text.
+            let x = sdjson::import_file(&a, false).unwrap().data;
+            let y = sdjson::import_file(&b, false).unwrap().data;
+            common::assert_same_capture(&x, &y);
+        } else {
+            assert!(
+                std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+                "captures/{name} is stale: run `cargo run -- samples`"
+            );
+        }
+        let opened = files::open(&a, &files::OpenOptions { skip_bad: false }).unwrap();
+        assert!(opened.warnings.is_empty());
+        assert!(opened.data.packet_count() > 0);
+    }
+}
