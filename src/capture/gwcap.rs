@@ -319,6 +319,14 @@ impl Journal {
     }
 }
 
+/// Writes the whole capture as a `.gwcap` byte stream.
+pub fn write_to(data: &StoreData, out: impl Write) -> io::Result<()> {
+    let mut w = RecordWriter::new(out);
+    w.header()?;
+    w.snapshot(data)?;
+    w.out.flush()
+}
+
 /// Writes the whole capture to `path` atomically (a temporary file renamed into place), so
 /// a failed save never destroys an earlier good file.
 pub fn save(data: &StoreData, path: &Path) -> Result<(), JournalError> {
@@ -330,11 +338,9 @@ pub fn save(data: &StoreData, path: &Path) -> Result<(), JournalError> {
     tmp_name.push(".partial");
     let tmp = PathBuf::from(tmp_name);
     let result = (|| {
-        let file = File::create(&tmp)?;
-        let mut w = RecordWriter::new(BufWriter::with_capacity(1 << 20, file));
-        w.header()?;
-        w.snapshot(data)?;
-        let file = w.out.into_inner().map_err(|e| e.into_error())?;
+        let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        write_to(data, &mut out)?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
