@@ -133,10 +133,12 @@ fn open_gwcap(c: &mut Criterion) {
 }
 
 fn import_sd_json(c: &mut Criterion) {
-    let data = gamewire::samples::busy_capture(PACKETS, SIZE, 64);
-    let mut text = Vec::new();
-    sdjson::export(&data, &mut text, |_| true).expect("export");
-    drop(data);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("busy.sd.json");
+    {
+        let data = gamewire::samples::busy_capture(PACKETS, SIZE, 64);
+        sdjson::export_file(&data, &path).expect("export");
+    }
     let mut group = c.benchmark_group("sdjson");
     group
         .sample_size(10)
@@ -144,7 +146,7 @@ fn import_sd_json(c: &mut Criterion) {
     group.throughput(Throughput::Elements(PACKETS as u64));
     group.bench_function("import_1M_records", |b| {
         b.iter(|| {
-            let imported = sdjson::import_slice(&text, false).expect("import");
+            let imported = sdjson::import_file(&path, false).expect("import");
             black_box(imported.data.packet_count())
         })
     });
