@@ -43,7 +43,7 @@ fn writer_child() {
             ))
             .unwrap();
         n += 1;
-        if n % 64 == 0 {
+        if n.is_multiple_of(64) {
             std::thread::sleep(Duration::from_millis(1));
         }
         if last_report.elapsed() >= Duration::from_millis(50) {
