@@ -466,6 +466,7 @@ pub fn read_from(mut input: impl Read, total_len: u64, path: &Path) -> Result<Lo
         }
         offset += RECORD_HEAD as u64 + len + 4;
     };
+    data.shrink_to_fit();
     Ok(Loaded { data, damage })
 }
 

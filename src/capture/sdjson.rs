@@ -138,6 +138,8 @@ pub fn import_slice(bytes: &[u8], skip_bad: bool) -> Result<Imported, ImportErro
     let mut importer = Importer {
         data: StoreData::new(),
         connections: HashMap::new(),
+        clock: LocalClock::default(),
+        last_client: None,
         bad: Vec::new(),
         skip_bad,
         next_index: 0,
@@ -167,6 +169,7 @@ pub fn import_slice(bytes: &[u8], skip_bad: bool) -> Result<Imported, ImportErro
         }
         syntax = Some(err);
     }
+    importer.data.shrink_to_fit();
     Ok(Imported {
         data: importer.data,
         bad: importer.bad,
@@ -202,6 +205,8 @@ fn offset_of(bytes: &[u8], line: usize, column: usize) -> u64 {
 struct Importer {
     data: StoreData,
     connections: HashMap<SocketAddr, ConnectionId>,
+    clock: LocalClock,
+    last_client: Option<(String, SocketAddr)>,
     bad: Vec<BadRecord>,
     skip_bad: bool,
     next_index: usize,
@@ -349,14 +354,17 @@ fn string_field<'a>(
     field: &'static str,
 ) -> Result<Cow<'a, str>, (&'static str, String)> {
     let raw = raw.ok_or_else(|| field_err(field, "missing"))?;
-    serde_json::from_str::<Key<'a>>(raw.get())
+    let text = raw.get();
+    // Most values have no escapes: take them straight from the input instead of parsing
+    // the JSON string a second time.
+    if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"'))
+        && !inner.contains('\\')
+    {
+        return Ok(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<Key<'a>>(text)
         .map(|k| k.0)
-        .map_err(|_| {
-            field_err(
-                field,
-                format!("expected a string, found {}", short(raw.get())),
-            )
-        })
+        .map_err(|_| field_err(field, format!("expected a string, found {}", short(text))))
 }
 
 fn short(raw: &str) -> String {
@@ -370,18 +378,86 @@ fn short(raw: &str) -> String {
 /// Parses sd.json's local time (`2025-08-07T22:53:52.581782`); RFC 3339 with a zone is
 /// accepted too.
 pub fn parse_timestamp(s: &str) -> Option<Timestamp> {
-    let utc = match NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f") {
-        Ok(naive) => match Local.from_local_datetime(&naive) {
-            chrono::LocalResult::Single(t) => t.to_utc(),
-            chrono::LocalResult::Ambiguous(earliest, _) => earliest.to_utc(),
-            // A wall-clock time skipped by a DST change: keep it as if it were UTC rather
-            // than drop the record.
-            chrono::LocalResult::None => naive.and_utc(),
-        },
-        Err(_) => chrono::DateTime::parse_from_rfc3339(s).ok()?.to_utc(),
+    LocalClock::default().parse(s)
+}
+
+/// Turns local wall-clock times into UTC, remembering the zone offset of the last minute it
+/// looked up: zone offsets change only at whole minutes, and a capture's records come
+/// minutes apart at most, so a million records cost a handful of time-zone look-ups.
+#[derive(Default)]
+struct LocalClock {
+    minute: Option<(i64, i64)>,
+}
+
+impl LocalClock {
+    fn parse(&mut self, s: &str) -> Option<Timestamp> {
+        let Some(naive) = parse_naive(s) else {
+            let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+            return t.to_utc().timestamp_nanos_opt().map(Timestamp);
+        };
+        let naive_secs = naive.and_utc().timestamp();
+        let minute = naive_secs.div_euclid(60);
+        let offset = match self.minute {
+            Some((m, offset)) if m == minute => offset,
+            _ => {
+                let offset = local_offset_secs(&naive);
+                self.minute = Some((minute, offset));
+                offset
+            }
+        };
+        let nanos = naive.and_utc().timestamp_nanos_opt()?;
+        nanos
+            .checked_sub(offset.checked_mul(1_000_000_000)?)
+            .map(Timestamp)
+    }
+}
+
+/// Seconds east of UTC of the local zone at a wall-clock time. In a repeated hour the
+/// earlier offset wins; a time skipped by a DST change is taken as UTC rather than dropped.
+fn local_offset_secs(naive: &NaiveDateTime) -> i64 {
+    use chrono::Offset;
+    match Local.offset_from_local_datetime(naive) {
+        chrono::LocalResult::Single(o) | chrono::LocalResult::Ambiguous(o, _) => {
+            i64::from(o.fix().local_minus_utc())
+        }
+        chrono::LocalResult::None => 0,
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]` without chrono's general format parser, which is the
+/// slowest step of importing a large file.
+fn parse_naive(s: &str) -> Option<NaiveDateTime> {
+    let b = s.as_bytes();
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |acc, &d| {
+            d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0'))
+        })
     };
-    let nanos = utc.timestamp_nanos_opt()?;
-    Some(Timestamp(nanos))
+    let date = chrono::NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+    let mut nanos = 0u32;
+    match b.get(19) {
+        None => {}
+        Some(b'.') => {
+            let digits = &b[20..];
+            if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            nanos = num(20..b.len())? * 10u32.pow(9 - digits.len() as u32);
+        }
+        Some(_) => return None,
+    }
+    let time =
+        chrono::NaiveTime::from_hms_nano_opt(num(11..13)?, num(14..16)?, num(17..19)?, nanos)?;
+    Some(NaiveDateTime::new(date, time))
 }
 
 pub fn format_timestamp(t: Timestamp) -> String {
@@ -409,12 +485,24 @@ impl Importer {
         }
     }
 
+    /// Parses the `connection` text, skipping the parse when it repeats the last record's.
+    fn client_addr(&mut self, text: &str) -> Option<SocketAddr> {
+        if let Some((last_text, addr)) = &self.last_client
+            && last_text == text
+        {
+            return Some(*addr);
+        }
+        let addr: SocketAddr = text.parse().ok()?;
+        self.last_client = Some((text.to_owned(), addr));
+        Some(addr)
+    }
+
     fn add(&mut self, r: RawRecord<'_>) -> Result<(), (&'static str, String)> {
         if !r.is_object {
             return Err(field_err("(record)", "expected a JSON object"));
         }
         let ts_text = string_field(r.timestamp, "timestamp")?;
-        let timestamp = parse_timestamp(&ts_text).ok_or_else(|| {
+        let timestamp = self.clock.parse(&ts_text).ok_or_else(|| {
             field_err(
                 "timestamp",
                 format!(
@@ -461,11 +549,16 @@ impl Importer {
                 ),
             ));
         }
-        if let Some(raw) = r.ascii_data {
-            string_field(Some(raw), "ascii_data")?;
+        if let Some(raw) = r.ascii_data
+            && !raw.get().starts_with('"')
+        {
+            return Err(field_err(
+                "ascii_data",
+                format!("expected a string, found {}", short(raw.get())),
+            ));
         }
         let conn_text = string_field(r.connection, "connection")?;
-        let client: SocketAddr = conn_text.parse().map_err(|_| {
+        let client = self.client_addr(&conn_text).ok_or_else(|| {
             field_err(
                 "connection",
                 format!("\"{}\" is not an ip:port address", short(&conn_text)),

@@ -488,6 +488,18 @@ impl StoreData {
     pub(super) fn reserve(&mut self, packets: usize) {
         self.packets.reserve(packets);
     }
+
+    /// Gives back what a loader over-reserved, so an open file costs what it holds.
+    pub(super) fn shrink_to_fit(&mut self) {
+        self.packets.shrink_to_fit();
+        self.originals.shrink_to_fit();
+        for ids in &mut self.per_connection {
+            ids.shrink_to_fit();
+        }
+        if let Some(last) = self.arena.chunks.last_mut() {
+            last.shrink_to_fit();
+        }
+    }
 }
 
 /// A capture shared between producer threads and readers.
