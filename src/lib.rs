@@ -5,6 +5,7 @@
 
 pub mod capture;
 pub mod cli;
+pub mod dissect;
 #[cfg(feature = "gui")]
 pub mod gui;
 pub mod samples;

@@ -1,0 +1,66 @@
+//! Which dissector decodes a connection: the user's choice ("decode as"), else the route's
+//! configured protocol, else the server port, else the content of the first bytes.
+
+use std::sync::Arc;
+
+use crate::capture::{Connection, Direction};
+
+use super::Dissector;
+
+#[derive(Clone, Default)]
+pub struct Registry {
+    dissectors: Vec<Arc<dyn Dissector>>,
+}
+
+impl Registry {
+    /// Every protocol gamewire knows. A new protocol is one line here.
+    pub fn standard() -> Self {
+        Registry { dissectors: vec![] }
+    }
+
+    pub fn with(mut self, d: Arc<dyn Dissector>) -> Self {
+        self.dissectors.push(d);
+        self
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.dissectors.iter().map(|d| d.name()).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Dissector>> {
+        self.dissectors
+            .iter()
+            .find(|d| d.name().eq_ignore_ascii_case(name))
+            .cloned()
+    }
+
+    /// Picks the dissector for a connection. `first` holds the first bytes each side sent
+    /// (client first), for the content heuristics.
+    pub fn choose(
+        &self,
+        conn: &Connection,
+        first: &[(Direction, &[u8])],
+        forced: Option<&str>,
+    ) -> Option<Arc<dyn Dissector>> {
+        if let Some(name) = forced {
+            return self.get(name);
+        }
+        if let Some(d) = conn.protocol.as_deref().and_then(|p| self.get(p)) {
+            return Some(d);
+        }
+        let port = conn.server.port();
+        if let Some(d) = self
+            .dissectors
+            .iter()
+            .find(|d| port != 0 && d.default_ports().contains(&port))
+        {
+            return Some(d.clone());
+        }
+        first.iter().find_map(|(dir, bytes)| {
+            self.dissectors
+                .iter()
+                .find(|d| !bytes.is_empty() && d.detect(bytes, *dir))
+                .cloned()
+        })
+    }
+}

@@ -1,0 +1,321 @@
+//! The field tree every dissector produces: what the tree pane shows, what links it to the
+//! hex pane (each node's byte range), and what editors change before re-encoding.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+/// The typed value of a field.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(untagged)]
+pub enum Value {
+    /// A node that only groups its children (a header, a record, a list).
+    #[default]
+    None,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Text(String),
+    Bytes(#[serde(with = "hex_bytes")] Vec<u8>),
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        hex::decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Value {
+    /// How the value reads in the tree pane when the dissector gives no other display.
+    pub fn render(&self) -> String {
+        match self {
+            Value::None => String::new(),
+            Value::Bool(b) => b.to_string(),
+            Value::Int(i) => i.to_string(),
+            Value::UInt(u) => u.to_string(),
+            Value::Float(f) => f.to_string(),
+            Value::Text(s) => format!("{s:?}"),
+            Value::Bytes(b) => {
+                const SHOWN: usize = 32;
+                let mut s = hex::encode(&b[..b.len().min(SHOWN)]);
+                if b.len() > SHOWN {
+                    let _ = write!(s, "… ({} bytes)", b.len());
+                }
+                s
+            }
+        }
+    }
+
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Value::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Value::UInt(u) => Some(*u),
+            Value::Int(i) => u64::try_from(*i).ok(),
+            _ => None,
+        }
+    }
+
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            Value::UInt(u) => i64::try_from(*u).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// A field of a decoded message.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Node {
+    pub name: Cow<'static, str>,
+    pub value: Value,
+    /// Set when the display differs from `value.render()` (units, enum names, decoded text).
+    pub display: Option<String>,
+    /// Bytes of the message this field occupies; `start == end` for a field with no bytes.
+    pub range: Range<usize>,
+    pub children: Vec<Node>,
+    /// Not on the wire: computed, reassembled or checked by the dissector.
+    pub derived: bool,
+    /// Set when the bytes are malformed; says what is wrong.
+    pub error: Option<String>,
+    /// A protocol's own number for the field (protobuf field number, packet id), kept for
+    /// re-encoding.
+    pub tag: Option<u64>,
+    /// A protocol's own type name for the field (protobuf `fixed32`, `sint64`, ...), kept for
+    /// re-encoding.
+    pub kind: Option<Cow<'static, str>>,
+}
+
+impl Node {
+    pub fn new(name: impl Into<Cow<'static, str>>, range: Range<usize>, value: Value) -> Self {
+        Node {
+            name: name.into(),
+            value,
+            range,
+            ..Default::default()
+        }
+    }
+
+    /// A node that groups children and spans them.
+    pub fn group(name: impl Into<Cow<'static, str>>, range: Range<usize>) -> Self {
+        Node::new(name, range, Value::None)
+    }
+
+    pub fn with_display(mut self, display: impl Into<String>) -> Self {
+        self.display = Some(display.into());
+        self
+    }
+
+    pub fn with_children(mut self, children: Vec<Node>) -> Self {
+        self.children = children;
+        self
+    }
+
+    pub fn with_error(mut self, error: impl Into<String>) -> Self {
+        self.error = Some(error.into());
+        self
+    }
+
+    pub fn with_tag(mut self, tag: u64) -> Self {
+        self.tag = Some(tag);
+        self
+    }
+
+    pub fn with_kind(mut self, kind: impl Into<Cow<'static, str>>) -> Self {
+        self.kind = Some(kind.into());
+        self
+    }
+
+    pub fn derived(mut self) -> Self {
+        self.derived = true;
+        self
+    }
+
+    pub fn push(&mut self, child: Node) {
+        self.children.push(child);
+    }
+
+    /// The display text of the value.
+    pub fn display_value(&self) -> Cow<'_, str> {
+        match &self.display {
+            Some(d) => Cow::Borrowed(d),
+            None => Cow::Owned(self.value.render()),
+        }
+    }
+
+    /// The first child with this name.
+    pub fn child(&self, name: &str) -> Option<&Node> {
+        self.children.iter().find(|c| c.name == name)
+    }
+
+    pub fn child_mut(&mut self, name: &str) -> Option<&mut Node> {
+        self.children.iter_mut().find(|c| c.name == name)
+    }
+
+    /// Follows a path of child names, e.g. `["header", "size"]`.
+    pub fn find(&self, path: &[&str]) -> Option<&Node> {
+        path.iter().try_fold(self, |node, name| node.child(name))
+    }
+
+    pub fn find_mut(&mut self, path: &[&str]) -> Option<&mut Node> {
+        let mut node = self;
+        for name in path {
+            node = node.child_mut(name)?;
+        }
+        Some(node)
+    }
+
+    /// Every node, depth first, with its depth.
+    pub fn walk(&self) -> Vec<(usize, &Node)> {
+        let mut out = Vec::new();
+        fn go<'a>(n: &'a Node, depth: usize, out: &mut Vec<(usize, &'a Node)>) {
+            out.push((depth, n));
+            for c in &n.children {
+                go(c, depth + 1, out);
+            }
+        }
+        go(self, 0, &mut out);
+        out
+    }
+
+    /// The index path of the deepest node on the wire whose range covers `offset`: what a
+    /// click on a byte in the hex pane selects.
+    pub fn deepest_at(&self, offset: usize) -> Option<Vec<usize>> {
+        if !self.range.contains(&offset) {
+            return None;
+        }
+        let mut path = Vec::new();
+        let mut node = self;
+        'down: loop {
+            for (i, c) in node.children.iter().enumerate() {
+                if !c.derived && c.range.contains(&offset) {
+                    path.push(i);
+                    node = c;
+                    continue 'down;
+                }
+            }
+            return Some(path);
+        }
+    }
+
+    /// Whether this node or any below it is marked as an error.
+    pub fn has_error(&self) -> bool {
+        self.error.is_some() || self.children.iter().any(Node::has_error)
+    }
+
+    /// Shifts every range by `by` bytes (a message's tree placed inside a larger buffer).
+    pub fn offset_ranges(&mut self, by: usize) {
+        self.range = self.range.start + by..self.range.end + by;
+        for c in &mut self.children {
+            c.offset_ranges(by);
+        }
+    }
+
+    /// `{"name", "value", "range": [start, end], "children"}`, plus `display`, `derived`,
+    /// `error` where set: the shape of `inspect --json --decode`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut obj = serde_json::Map::new();
+        obj.insert("name".into(), self.name.as_ref().into());
+        obj.insert(
+            "value".into(),
+            serde_json::to_value(&self.value).unwrap_or(serde_json::Value::Null),
+        );
+        if let Some(d) = &self.display {
+            obj.insert("display".into(), d.as_str().into());
+        }
+        obj.insert(
+            "range".into(),
+            serde_json::json!([self.range.start, self.range.end]),
+        );
+        if self.derived {
+            obj.insert("derived".into(), true.into());
+        }
+        if let Some(e) = &self.error {
+            obj.insert("error".into(), e.as_str().into());
+        }
+        obj.insert(
+            "children".into(),
+            self.children.iter().map(Node::to_json).collect(),
+        );
+        serde_json::Value::Object(obj)
+    }
+
+    /// Indented text, one node a line: `name: value [start..end]`.
+    pub fn write_text(&self, out: &mut String, indent: usize) {
+        for (depth, n) in self.walk() {
+            let _ = write!(out, "{:width$}{}", "", n.name, width = indent + depth * 2);
+            let value = n.display_value();
+            if !value.is_empty() {
+                let _ = write!(out, ": {value}");
+            }
+            let _ = write!(out, "  [{}..{}]", n.range.start, n.range.end);
+            if n.derived {
+                out.push_str(" (derived)");
+            }
+            if let Some(e) = &n.error {
+                let _ = write!(out, "  ERROR: {e}");
+            }
+            out.push('\n');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Node {
+        Node::group("msg", 0..10).with_children(vec![
+            Node::group("header", 0..4).with_children(vec![
+                Node::new("a", 0..2, Value::UInt(1)),
+                Node::new("b", 2..4, Value::UInt(2)),
+            ]),
+            Node::new("sum", 0..10, Value::UInt(3)).derived(),
+            Node::new("body", 4..10, Value::Bytes(vec![0; 6])),
+        ])
+    }
+
+    #[test]
+    fn deepest_at_skips_derived_nodes() {
+        let t = sample();
+        assert_eq!(t.deepest_at(3), Some(vec![0, 1]));
+        assert_eq!(t.deepest_at(5), Some(vec![2]));
+        assert_eq!(t.deepest_at(10), None);
+    }
+
+    #[test]
+    fn json_has_the_documented_shape() {
+        let j = sample().to_json();
+        assert_eq!(j["name"], "msg");
+        assert_eq!(j["range"], serde_json::json!([0, 10]));
+        assert_eq!(j["children"][0]["children"][1]["value"], 2);
+        assert_eq!(j["children"][2]["value"], "000000000000");
+        assert_eq!(j["children"][1]["derived"], true);
+    }
+
+    #[test]
+    fn find_follows_names() {
+        let t = sample();
+        assert_eq!(
+            t.find(&["header", "b"]).map(|n| n.range.clone()),
+            Some(2..4)
+        );
+        assert!(t.find(&["header", "zz"]).is_none());
+    }
+}
