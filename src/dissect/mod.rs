@@ -7,7 +7,15 @@
 //! resynchronisation that every protocol needs, so dissectors only say where a message ends
 //! and what it contains.
 
+pub mod fesl;
+pub mod gp;
+pub mod http1;
+pub mod hytale;
+pub mod json;
+pub mod jwt;
+pub mod protobuf;
 pub mod registry;
+pub mod sc;
 pub mod stream;
 pub mod tree;
 
