@@ -9,6 +9,9 @@ use serde::Serialize;
 
 use crate::capture::files::{self, OpenOptions};
 use crate::capture::{PacketRef, StoreData};
+use crate::dissect::session::{CaptureDecode, decode_capture};
+use crate::dissect::stream::Decoded;
+use crate::dissect::{Context as DecodeContext, Node, Registry};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -20,27 +23,52 @@ pub struct Args {
     /// Keep the good records of a file that has bad ones, and exit 0.
     #[arg(long)]
     pub skip_bad: bool,
+    /// Decode every message: its field tree as indented text, or a `tree` field with --json.
+    #[arg(long)]
+    pub decode: bool,
+    /// Decode every connection with this protocol (implies --decode): fesl, gp, hytale, sc,
+    /// protobuf, grpc, http, json.
+    #[arg(long, value_name = "PROTOCOL")]
+    pub decode_as: Option<String>,
 }
 
 /// How many leading bytes the text listing shows.
 const PREVIEW_BYTES: usize = 16;
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let registry = Registry::standard();
+    if let Some(name) = &args.decode_as
+        && registry.get(name).is_none()
+    {
+        anyhow::bail!(
+            "--decode-as {name}: unknown protocol; choose one of: {}",
+            registry.names().join(", ")
+        );
+    }
     let opened = files::open(
         &args.file,
         &OpenOptions {
             skip_bad: args.skip_bad,
         },
     )?;
+    let decoded = (args.decode || args.decode_as.is_some()).then(|| {
+        decode_capture(
+            &registry,
+            &DecodeContext::default(),
+            &opened.data,
+            args.decode_as.as_deref(),
+        )
+    });
     let stdout = io::stdout().lock();
     let mut out = BufWriter::with_capacity(1 << 16, stdout);
     if args.json {
-        write_json(&opened.data, &mut out)
+        write_json(&opened.data, decoded.as_ref(), &mut out)
     } else {
         write_text(
             &args.file.display().to_string(),
             opened.format.name(),
             &opened.data,
+            decoded.as_ref(),
             &mut out,
         )
     }
@@ -64,12 +92,29 @@ struct JsonPacket<'a> {
     hex: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     original_hex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocol: Option<&'static str>,
+    /// The decoded tree, ranges in bytes of this packet: the message's own tree when one
+    /// message starts here, else a `packet` node holding one tree per message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tree: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<Vec<serde_json::Value>>,
 }
 
-fn write_json(data: &StoreData, out: &mut impl Write) -> io::Result<()> {
+fn write_json(
+    data: &StoreData,
+    decoded: Option<&CaptureDecode>,
+    out: &mut impl Write,
+) -> io::Result<()> {
     for id in data.time_order() {
         let Some(p) = data.packet(id) else { continue };
         let (client, server) = endpoints(data, &p);
+        let messages = decoded.map(|d| d.of_packet(p.id));
+        let label = match messages {
+            Some([first, ..]) => Some(first.message.label.as_str()),
+            _ => p.label,
+        };
         let record = JsonPacket {
             id: p.id.0,
             connection: client,
@@ -78,15 +123,51 @@ fn write_json(data: &StoreData, out: &mut impl Write) -> io::Result<()> {
             direction: p.direction.as_str(),
             size: p.data.len(),
             timestamp: p.timestamp.to_rfc3339(),
-            label: p.label,
+            label,
             flags: p.flags.names(),
             hex: hex::encode(p.data),
             original_hex: p.original.map(hex::encode),
+            protocol: decoded.and_then(|d| d.protocols.get(&p.connection).copied()),
+            tree: messages.and_then(|m| packet_tree(m, p.data.len())),
+            messages: messages.map(|m| m.iter().map(message_json).collect()),
         };
         serde_json::to_writer(&mut *out, &record).map_err(io::Error::other)?;
         out.write_all(b"\n")?;
     }
     Ok(())
+}
+
+/// The tree of a packet for `--json`: ranges are moved from message-relative to
+/// packet-relative.
+fn packet_tree(messages: &[Decoded], packet_len: usize) -> Option<serde_json::Value> {
+    let placed = |m: &Decoded| -> Node {
+        let mut tree = m.message.tree.clone();
+        tree.offset_ranges(m.offset);
+        tree
+    };
+    match messages {
+        [] => None,
+        [one] => Some(placed(one).to_json()),
+        many => Some(
+            Node::group("packet", 0..packet_len)
+                .with_children(many.iter().map(placed).collect())
+                .to_json(),
+        ),
+    }
+}
+
+fn message_json(m: &Decoded) -> serde_json::Value {
+    serde_json::json!({
+        "label": m.message.label,
+        "offset": m.offset,
+        "length": m.bytes.len(),
+        "error": m.message.is_error(),
+        "derived": m.message.derived.iter().map(|d| serde_json::json!({
+            "name": d.name,
+            "hex": hex::encode(&d.bytes),
+            "tree": d.tree.to_json(),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 fn endpoints(data: &StoreData, p: &PacketRef<'_>) -> (String, String) {
@@ -95,7 +176,13 @@ fn endpoints(data: &StoreData, p: &PacketRef<'_>) -> (String, String) {
         .unwrap_or_default()
 }
 
-fn write_text(name: &str, format: &str, data: &StoreData, out: &mut impl Write) -> io::Result<()> {
+fn write_text(
+    name: &str,
+    format: &str,
+    data: &StoreData,
+    decoded: Option<&CaptureDecode>,
+    out: &mut impl Write,
+) -> io::Result<()> {
     writeln!(
         out,
         "{name}: {format}, {} connections, {} packets, {} bytes",
@@ -146,6 +233,12 @@ fn write_text(name: &str, format: &str, data: &StoreData, out: &mut impl Write) 
         if let Some(r) = &c.close_reason {
             write!(out, " ({r})")?;
         }
+        if let Some(d) = decoded {
+            match d.protocols.get(&c.id) {
+                Some(name) => write!(out, "  decoded as {name}")?,
+                None => write!(out, "  (no dissector matched)")?,
+            }
+        }
         writeln!(out)?;
     }
     writeln!(out, "\nPackets")?;
@@ -173,6 +266,33 @@ fn write_text(name: &str, format: &str, data: &StoreData, out: &mut impl Write) 
             hex::encode(shown),
             crate::capture::ascii_preview(shown)
         )?;
+        if let Some(d) = decoded {
+            write_messages(d.of_packet(p.id), out)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_messages(messages: &[Decoded], out: &mut impl Write) -> io::Result<()> {
+    for m in messages {
+        let mut text = String::new();
+        writeln!(
+            out,
+            "      message at +{}: {}{}",
+            m.offset,
+            m.message.label,
+            if m.message.is_error() {
+                "  (ERROR)"
+            } else {
+                ""
+            }
+        )?;
+        m.message.tree.write_text(&mut text, 8);
+        for d in &m.message.derived {
+            text.push_str(&format!("        {} ({} bytes):\n", d.name, d.bytes.len()));
+            d.tree.write_text(&mut text, 10);
+        }
+        out.write_all(text.as_bytes())?;
     }
     Ok(())
 }

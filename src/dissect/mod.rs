@@ -16,6 +16,7 @@ pub mod jwt;
 pub mod protobuf;
 pub mod registry;
 pub mod sc;
+pub mod session;
 pub mod stream;
 pub mod tree;
 
