@@ -9,7 +9,9 @@
 
 pub mod fesl;
 pub mod gp;
+pub mod grpc;
 pub mod http1;
+pub mod http2;
 pub mod hytale;
 pub mod json;
 pub mod jwt;
