@@ -1,7 +1,53 @@
 //! The desktop workbench (cargo feature `gui`).
+//!
+//! This first version is a capture viewer: connections, a packet table that stays fast at
+//! millions of rows, and a hex dump of the selected packet. The state ([`ViewerState`]) is a
+//! plain struct apart from the drawing code, so tests drive it headless; the capture is read
+//! through a shared [`crate::capture::CaptureStore`], which the engine will later fill live.
+
+mod app;
+mod banner;
+mod connections;
+mod empty;
+mod hex;
+mod loader;
+mod packet_view;
+mod packets;
+mod state;
+mod text;
+mod top_bar;
 
 use std::path::PathBuf;
 
-pub fn run(_file: Option<PathBuf>) -> anyhow::Result<()> {
-    anyhow::bail!("the desktop workbench is being built")
+use eframe::egui;
+
+pub use app::Viewer;
+pub use state::{Action, Capture, Loading, Message, MessageKind, Source, ViewerState};
+
+pub const WINDOW_TITLE: &str = "gamewire";
+
+/// Opens the workbench window, with `file` loaded if given, and returns when it is closed.
+pub fn run(file: Option<PathBuf>) -> anyhow::Result<()> {
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title(WINDOW_TITLE)
+            .with_app_id("gamewire")
+            .with_inner_size([1400.0, 900.0])
+            .with_min_inner_size([720.0, 480.0])
+            .with_drag_and_drop(true),
+        ..Default::default()
+    };
+    eframe::run_native(
+        WINDOW_TITLE,
+        options,
+        Box::new(move |_cc| Ok(Box::new(Viewer::new(file)))),
+    )
+    // The usual cause is a session without a display (ssh, CI); the command-line tools
+    // still work there.
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the workbench window: {e}. Without a display, use the command-line \
+             tools (`gamewire --help`)"
+        )
+    })
 }

@@ -1,0 +1,274 @@
+//! The viewer app: wires the loader, the state and the panes together, once per frame.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use eframe::egui::{self, Align2, Color32, FontId, Id, Key, LayerId, Order, Ui, ViewportCommand};
+
+use crate::capture::{CaptureStore, StoreData};
+
+use super::loader::{Loader, Outcome};
+use super::state::{Action, Capture, Source, ViewerState};
+use super::{banner, connections, empty, packet_view, packets, top_bar};
+
+/// Rows the selection jumps with Page Up and Page Down.
+const PAGE_ROWS: isize = 20;
+
+/// The capture viewer: the first version of the workbench window.
+///
+/// It reads a [`CaptureStore`] through an `Arc`, so the engine can later hand it a store that
+/// it keeps filling; the viewer takes the store's read lock only while drawing one frame.
+pub struct Viewer {
+    state: ViewerState,
+    loader: Loader,
+    /// A file to start reading at the next frame, when the context to wake is known.
+    pending: Option<PathBuf>,
+    /// Known from the first frame on; the loader thread wakes the window through it.
+    ctx: Option<egui::Context>,
+    samples: Vec<PathBuf>,
+    title: String,
+}
+
+impl Viewer {
+    /// A viewer that opens `file`, if given, as soon as it is shown.
+    pub fn new(file: Option<PathBuf>) -> Self {
+        Viewer {
+            state: ViewerState::new(),
+            loader: Loader::default(),
+            pending: file,
+            ctx: None,
+            samples: empty::find_samples(Path::new(empty::SAMPLES_DIR)),
+            title: super::WINDOW_TITLE.to_owned(),
+        }
+    }
+
+    /// Looks for the sample captures the empty window offers in `dir` instead of
+    /// `captures/` under the working directory.
+    pub fn with_samples_dir(mut self, dir: &Path) -> Self {
+        self.samples = empty::find_samples(dir);
+        self
+    }
+
+    /// Opens a capture file; it is read on another thread, starting with the next frame.
+    pub fn open(&mut self, path: impl Into<PathBuf>) {
+        self.pending = Some(path.into());
+    }
+
+    /// Shows a store that someone else fills, such as the engine during live capture.
+    pub fn attach_store(&mut self, store: Arc<CaptureStore>, name: impl Into<String>) {
+        let source = Source::Live { name: name.into() };
+        self.state
+            .show_capture(Capture { store, source }, Vec::new());
+    }
+
+    pub fn state(&self) -> &ViewerState {
+        &self.state
+    }
+
+    pub fn state_mut(&mut self) -> &mut ViewerState {
+        &mut self.state
+    }
+
+    /// Whether a file is waiting to be read or being read.
+    pub fn is_loading(&self) -> bool {
+        self.pending.is_some() || self.loader.is_busy()
+    }
+
+    /// Draws one frame into `ui`, which covers the whole window.
+    pub fn show(&mut self, ui: &mut Ui) {
+        let ctx = ui.ctx().clone();
+        if self.ctx.is_none() {
+            install_fonts(&ctx);
+            self.ctx = Some(ctx.clone());
+        }
+        self.take_dropped_file(&ctx);
+        self.start_pending();
+        self.collect_loaded();
+
+        let mut actions = Vec::new();
+        let store = self.state.store();
+        {
+            // The guard lives for this block only: no lock is held between frames.
+            let data = store.as_ref().map(|s| s.read());
+            if let Some(data) = &data {
+                self.state.refresh(data);
+            }
+            self.draw(ui, data.as_deref(), &mut actions);
+        }
+        self.keyboard(&ctx, &mut actions);
+        if !actions.is_empty() {
+            // The panes drew the state as it was; show the result of the click at once.
+            ctx.request_repaint();
+        }
+        for action in actions {
+            self.apply(action);
+        }
+        self.update_title(&ctx);
+        drop_overlay(&ctx);
+    }
+
+    fn draw(&mut self, ui: &mut Ui, data: Option<&StoreData>, actions: &mut Vec<Action>) {
+        egui::Panel::top("top_bar")
+            .frame(
+                egui::Frame::side_top_panel(ui.style())
+                    .inner_margin(egui::Margin::symmetric(10, 6)),
+            )
+            .show(ui, |ui| top_bar::show(ui, &mut self.state, data, actions));
+        if let Some(message) = self.state.message() {
+            egui::Panel::top("message").show(ui, |ui| banner::show(ui, message, actions));
+        }
+        let Some(data) = data else {
+            egui::CentralPanel::default().show(ui, |ui| {
+                empty::show(ui, self.state.loading(), &self.samples, actions);
+            });
+            return;
+        };
+        let scroll_to = self.state.take_scroll_request();
+        // The packet pane first, so it spans the whole width: a hex line needs ~650 points.
+        egui::Panel::bottom("packet")
+            .frame(side_frame(ui))
+            .resizable(true)
+            .default_size(300.0)
+            .min_size(120.0)
+            .show(ui, |ui| packet_view::show(ui, &self.state, data, actions));
+        egui::Panel::left("connections")
+            .frame(side_frame(ui))
+            .resizable(true)
+            .default_size(560.0)
+            .min_size(220.0)
+            .show(ui, |ui| {
+                // A resizable panel is as wide as what it holds; without this the table's
+                // auto-sized columns made it, and all right of it, jump every other frame.
+                ui.set_min_width(ui.available_width());
+                connections::show(ui, &self.state, data, actions);
+            });
+        egui::CentralPanel::default().show(ui, |ui| {
+            packets::show(ui, &self.state, data, scroll_to, actions)
+        });
+    }
+
+    fn apply(&mut self, action: Action) {
+        match action {
+            Action::Open(path) => self.open(path),
+            other => self.state.apply(other),
+        }
+    }
+
+    fn take_dropped_file(&mut self, ctx: &egui::Context) {
+        let dropped = ctx.input(|i| i.raw.dropped_files.first().map(|f| f.path().to_path_buf()));
+        if let Some(path) = dropped {
+            self.open(path);
+        }
+    }
+
+    fn start_pending(&mut self) {
+        let Some(path) = self.pending.take() else {
+            return;
+        };
+        self.state.path_input = path.display().to_string();
+        let ctx = self.ctx.clone();
+        let loading = self.loader.start(path, move || {
+            if let Some(ctx) = &ctx {
+                ctx.request_repaint();
+            }
+        });
+        self.state.begin_loading(loading);
+    }
+
+    fn collect_loaded(&mut self) {
+        let Some((path, outcome)) = self.loader.poll() else {
+            return;
+        };
+        self.state.end_loading();
+        match outcome {
+            Outcome::Opened(opened) => {
+                let opened = *opened;
+                let capture = Capture {
+                    store: Arc::new(CaptureStore::from_data(opened.data)),
+                    source: Source::File {
+                        path,
+                        format: opened.format,
+                    },
+                };
+                self.state.show_capture(capture, opened.warnings);
+            }
+            Outcome::Failed(error) => self.state.open_failed(&path, error),
+        }
+    }
+
+    /// Arrow keys walk the packet table, unless a text field has the keyboard.
+    fn keyboard(&self, ctx: &egui::Context, actions: &mut Vec<Action>) {
+        if self.state.capture().is_none() || ctx.egui_wants_keyboard_input() {
+            return;
+        }
+        let moves = [
+            (Key::ArrowDown, 1),
+            (Key::ArrowUp, -1),
+            (Key::PageDown, PAGE_ROWS),
+            (Key::PageUp, -PAGE_ROWS),
+        ];
+        ctx.input(|i| {
+            for (key, delta) in moves {
+                if i.key_pressed(key) {
+                    actions.push(Action::MoveSelection(delta));
+                }
+            }
+        });
+    }
+
+    fn update_title(&mut self, ctx: &egui::Context) {
+        let title = match self.state.capture() {
+            Some(capture) => format!("{} — {}", capture.source.name(), super::WINDOW_TITLE),
+            None => super::WINDOW_TITLE.to_owned(),
+        };
+        if title != self.title {
+            ctx.send_viewport_cmd(ViewportCommand::Title(title.clone()));
+            self.title = title;
+        }
+    }
+}
+
+impl eframe::App for Viewer {
+    fn ui(&mut self, ui: &mut Ui, _frame: &mut eframe::Frame) {
+        self.show(ui);
+    }
+}
+
+/// Side panels with the central panel's margins, so the headings of all panes line up.
+fn side_frame(ui: &Ui) -> egui::Frame {
+    egui::Frame::side_top_panel(ui.style()).inner_margin(8)
+}
+
+/// Lets proportional text fall back to the bundled monospace font (Hack). Since egui 0.37 the
+/// bundled proportional font has no arrows, and `→` `←` are how the workbench shows
+/// direction; without this they would be boxes wherever the system has no font with them.
+/// Takes effect at once because no text has been laid out yet in this pass.
+fn install_fonts(ctx: &egui::Context) {
+    let mut fonts = egui::FontDefinitions::default();
+    if fonts.font_data.contains_key(FALLBACK_FONT)
+        && let Some(family) = fonts.families.get_mut(&egui::FontFamily::Proportional)
+        && !family.iter().any(|f| f == FALLBACK_FONT)
+    {
+        family.push(FALLBACK_FONT.to_owned());
+        ctx.set_fonts(fonts);
+    }
+}
+
+const FALLBACK_FONT: &str = "Hack";
+
+/// While a file is dragged over the window, say what dropping it does.
+fn drop_overlay(ctx: &egui::Context) {
+    if ctx.input(|i| i.raw.hovered_files.is_empty()) {
+        return;
+    }
+    let painter = ctx.layer_painter(LayerId::new(Order::Foreground, Id::unique("file_drop")));
+    let rect = ctx.content_rect();
+    painter.rect_filled(rect, 0.0, Color32::from_black_alpha(170));
+    painter.text(
+        rect.center(),
+        Align2::CENTER_CENTER,
+        "Drop to open the capture",
+        FontId::proportional(26.0),
+        Color32::WHITE,
+    );
+}

@@ -1,0 +1,82 @@
+//! The classic hex dump layout: offset, 16 bytes in two groups of 8, and their ASCII.
+//!
+//! Lines are formatted on demand, one per visible row, because a single packet may be
+//! hundreds of megabytes and the pane must never format more than it shows.
+
+use crate::capture::ascii_preview;
+
+pub const BYTES_PER_LINE: usize = 16;
+
+/// One line of a dump, split so the pane can colour the parts differently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HexLine {
+    pub offset: String,
+    /// Always the full width of 16 bytes, padded with spaces on the last line, so the ASCII
+    /// column stays aligned.
+    pub hex: String,
+    pub ascii: String,
+}
+
+pub fn line_count(len: usize) -> usize {
+    len.div_ceil(BYTES_PER_LINE)
+}
+
+/// Line `index` of the dump of `data`; `None` past the end.
+pub fn line(data: &[u8], index: usize) -> Option<HexLine> {
+    let start = index.checked_mul(BYTES_PER_LINE)?;
+    if start >= data.len() {
+        return None;
+    }
+    let chunk = &data[start..data.len().min(start + BYTES_PER_LINE)];
+    let mut hex = String::with_capacity(BYTES_PER_LINE * 3 + 1);
+    for i in 0..BYTES_PER_LINE {
+        if i > 0 {
+            hex.push(' ');
+        }
+        if i == BYTES_PER_LINE / 2 {
+            hex.push(' ');
+        }
+        match chunk.get(i) {
+            Some(b) => hex.push_str(&format!("{b:02x}")),
+            None => hex.push_str("  "),
+        }
+    }
+    Some(HexLine {
+        offset: format!("{start:08x}"),
+        hex,
+        ascii: ascii_preview(chunk),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_line_has_two_groups_and_ascii() {
+        let data: Vec<u8> = b"Hello, world!\n\x00\xff".to_vec();
+        let l = line(&data, 0).expect("one line");
+        assert_eq!(l.offset, "00000000");
+        assert_eq!(l.hex, "48 65 6c 6c 6f 2c 20 77  6f 72 6c 64 21 0a 00 ff");
+        assert_eq!(l.ascii, "Hello, world!...");
+        assert!(line(&data, 1).is_none());
+    }
+
+    #[test]
+    fn short_last_line_is_padded_to_full_width() {
+        let data = [0xAAu8; 18];
+        let full = line(&data, 0).expect("first line");
+        let last = line(&data, 1).expect("second line");
+        assert_eq!(last.offset, "00000010");
+        assert_eq!(last.hex.len(), full.hex.len());
+        assert!(last.hex.starts_with("aa aa "));
+        assert_eq!(last.ascii, "..");
+        assert_eq!(line_count(data.len()), 2);
+        assert_eq!(line_count(0), 0);
+    }
+
+    #[test]
+    fn huge_index_is_none_not_overflow() {
+        assert!(line(b"abc", usize::MAX).is_none());
+    }
+}
