@@ -905,6 +905,38 @@ fn grpc_stream_ending_inside_a_message_is_an_error() {
     );
 }
 
+#[test]
+fn stream_and_buffer_caps_are_reported() {
+    let mut d = Http2.decoder(S2C, &Context::default());
+    // GET / on 1001 streams that never end: the 1001st is not tracked.
+    for i in 0..http2::MAX_STREAMS as u32 {
+        let m = d.decode(&frame(http2::HEADERS, 4, 2 * i + 1, &[0x82, 0x84]));
+        assert!(!m.is_error(), "stream {}", 2 * i + 1);
+    }
+    let m = d.decode(&frame(http2::HEADERS, 4, 5001, &[0x82, 0x84]));
+    assert_eq!(m.label, "HEADERS s5001 GET /");
+    assert!(m.tree.child("stream state").unwrap().error.is_some());
+
+    // 5 DATA frames of 16 MiB on one stream: the fifth passes the 64 MiB cap.
+    let mut d = Http2.decoder(S2C, &Context::default());
+    let big = frame(http2::DATA, 0, 1, &vec![b'x'; http2::MAX_FRAME_SIZE]);
+    for _ in 0..4 {
+        assert!(!d.decode(&big).is_error());
+    }
+    let m = d.decode(&big);
+    let err = m
+        .tree
+        .child("reassembly")
+        .unwrap()
+        .error
+        .as_deref()
+        .unwrap();
+    assert!(err.contains("buffering limit"), "{err}");
+    // The stream is no longer reassembled: its end emits no body.
+    let m = d.decode(&frame(http2::DATA, 1, 1, b"end"));
+    assert!(m.derived.is_empty());
+}
+
 fn login_schema() -> Context {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -1024,6 +1056,55 @@ proptest! {
         prop_assert_eq!(out.len(), 1);
         prop_assert!(!out[0].message.tree.has_error() || bytes[3] == http2::WINDOW_UPDATE);
         prop_assert_eq!(Http2.encode(&out[0].message.tree).unwrap(), bytes);
+    }
+
+    #[test]
+    fn edited_data_and_settings_encode_with_consistent_lengths(
+        body in proptest::collection::vec(any::<u8>(), 0..500),
+        pad in 0usize..30,
+        value in any::<u32>(),
+    ) {
+        let padded = frame(http2::DATA, http2::FLAG_PADDED, 1, &[&[2u8][..], b"ab", &[0, 0]].concat());
+        let mut tree = run(&[(S2C, padded)])[0].message.tree.clone();
+        tree.child_mut("data").unwrap().value = Value::Bytes(body.clone());
+        tree.child_mut("padding").unwrap().value = Value::Bytes(vec![0; pad]);
+        let bytes = Http2.encode(&tree).unwrap();
+        let again = &run(&[(S2C, bytes.clone())])[0];
+        prop_assert_eq!(again.bytes.len(), bytes.len());
+        let t = &again.message.tree;
+        prop_assert_eq!(uint(t, &["header", "length"]) as usize, 1 + body.len() + pad);
+        prop_assert_eq!(uint(t, &["pad length"]) as usize, pad);
+        prop_assert_eq!(&t.child("data").unwrap().value, &Value::Bytes(body));
+        prop_assert!(!t.has_error());
+
+        let mut tree = run(&[(S2C, settings(&[(4, 1), (6, 2)]))])[0].message.tree.clone();
+        tree.child_mut("MAX_HEADER_LIST_SIZE").unwrap().value = Value::UInt(u64::from(value));
+        let again = run(&[(S2C, Http2.encode(&tree).unwrap())]);
+        prop_assert_eq!(uint(&again[0].message.tree, &["MAX_HEADER_LIST_SIZE"]), u64::from(value));
+        prop_assert_eq!(uint(&again[0].message.tree, &["INITIAL_WINDOW_SIZE"]), 1);
+    }
+
+    #[test]
+    fn a_call_chunked_anyhow_decodes_the_same(cuts in proptest::collection::vec(1usize..40, 1..30)) {
+        let whole = run(&unary_call());
+        // Re-split each direction's bytes at the given sizes, cycling through them.
+        let mut packets = Vec::new();
+        let mut k = 0;
+        for (dir, bytes) in unary_call() {
+            let mut at = 0;
+            while at < bytes.len() {
+                let n = cuts[k % cuts.len()].min(bytes.len() - at);
+                packets.push((dir, bytes[at..at + n].to_vec()));
+                at += n;
+                k += 1;
+            }
+        }
+        let out = run(&packets);
+        prop_assert_eq!(out.len(), whole.len());
+        for (a, b) in out.iter().zip(&whole) {
+            prop_assert_eq!(&a.message, &b.message);
+            prop_assert_eq!(&a.bytes, &b.bytes);
+        }
     }
 
     #[test]
