@@ -266,3 +266,95 @@ fn committed_samples_match_the_generator() {
         assert!(opened.data.packet_count() > 0);
     }
 }
+
+#[test]
+fn inspect_decode_json_gives_trees_with_packet_ranges() {
+    let (_d, caps) = samples_dir();
+    for (file, protocol) in [
+        ("ra3-login.gwcap", "fesl"),
+        ("hytale-connect.gwcap", "hytale"),
+        ("sc-diffusion.sd.json", "sc"),
+    ] {
+        let out = run(&["inspect", "--json", "--decode", p(&caps.join(file))]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        for line in stdout(&out).lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let size = v["size"].as_u64().unwrap();
+            let tree = &v["tree"];
+            assert!(
+                tree.is_object(),
+                "{file}: every sample packet decodes: {line}"
+            );
+            // Every node's range lies within the packet, end exclusive.
+            let mut stack = vec![tree];
+            while let Some(node) = stack.pop() {
+                let r = node["range"].as_array().unwrap();
+                let (start, end) = (r[0].as_u64().unwrap(), r[1].as_u64().unwrap());
+                assert!(start <= end && end <= size, "{file}: {node}");
+                assert!(node["error"].is_null(), "{file}: error node {node}");
+                stack.extend(node["children"].as_array().unwrap());
+            }
+        }
+        let first: serde_json::Value =
+            serde_json::from_str(stdout(&out).lines().next().unwrap()).unwrap();
+        if protocol != "sc" {
+            assert_eq!(first["protocol"], protocol);
+        }
+    }
+    // The FESL Hello's TXN is found inside the payload with the exact bytes of its value.
+    let out = run(&[
+        "inspect",
+        "--json",
+        "--decode",
+        p(&caps.join("ra3-login.gwcap")),
+    ]);
+    let hello: serde_json::Value =
+        serde_json::from_str(stdout(&out).lines().next().unwrap()).unwrap();
+    let hex = hex::decode(hello["hex"].as_str().unwrap()).unwrap();
+    let text = hello["tree"].to_string();
+    assert!(text.contains("\"TXN\""), "{text}");
+    let txn = find(&hello["tree"], "TXN").expect("TXN node");
+    let r = txn["range"].as_array().unwrap();
+    let bytes = &hex[r[0].as_u64().unwrap() as usize..r[1].as_u64().unwrap() as usize];
+    assert!(
+        String::from_utf8_lossy(bytes).contains("Hello"),
+        "{:?}",
+        String::from_utf8_lossy(bytes)
+    );
+}
+
+fn find<'a>(node: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    if node["name"] == name {
+        return Some(node);
+    }
+    node["children"]
+        .as_array()?
+        .iter()
+        .find_map(|c| find(c, name))
+}
+
+#[test]
+fn decode_as_forces_a_dissector_and_rejects_unknown_names() {
+    let (_d, caps) = samples_dir();
+    let out = run(&[
+        "inspect",
+        "--decode-as",
+        "gp",
+        p(&caps.join("ra3-login.gwcap")),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("decoded as gp"));
+    assert!(!stdout(&out).contains("decoded as fesl"));
+    let out = run(&[
+        "inspect",
+        "--decode-as",
+        "nonsense",
+        p(&caps.join("ra3-login.gwcap")),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("unknown protocol") && err.contains("fesl") && err.contains("hytale"),
+        "{err}"
+    );
+}

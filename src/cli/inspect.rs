@@ -1,7 +1,7 @@
 //! `gamewire inspect FILE`: a capture as text, or as JSON lines for scripts.
 
 use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::capture::files::{self, OpenOptions};
 use crate::capture::{PacketRef, StoreData};
+use crate::dissect::protobuf::schema;
 use crate::dissect::session::{CaptureDecode, decode_capture};
 use crate::dissect::stream::Decoded;
 use crate::dissect::{Context as DecodeContext, Node, Registry};
@@ -30,6 +31,10 @@ pub struct Args {
     /// protobuf, grpc, http, json.
     #[arg(long, value_name = "PROTOCOL")]
     pub decode_as: Option<String>,
+    /// Another directory of .proto schemas to decode protobuf and gRPC with (repeatable);
+    /// `proto/` in the working directory is always loaded when present.
+    #[arg(long, value_name = "DIR")]
+    pub proto: Vec<PathBuf>,
 }
 
 /// How many leading bytes the text listing shows.
@@ -51,14 +56,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             skip_bad: args.skip_bad,
         },
     )?;
-    let decoded = (args.decode || args.decode_as.is_some()).then(|| {
-        decode_capture(
-            &registry,
-            &DecodeContext::default(),
-            &opened.data,
-            args.decode_as.as_deref(),
-        )
-    });
+    let decoding = args.decode || args.decode_as.is_some();
+    let ctx = if decoding {
+        decode_context(&args.proto)?
+    } else {
+        DecodeContext::default()
+    };
+    let decoded =
+        decoding.then(|| decode_capture(&registry, &ctx, &opened.data, args.decode_as.as_deref()));
     let stdout = io::stdout().lock();
     let mut out = BufWriter::with_capacity(1 << 16, stdout);
     if args.json {
@@ -76,6 +81,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     out.flush().context("writing the listing")?;
     drop(out);
     Ok(super::report_warnings(&opened.warnings, args.skip_bad))
+}
+
+fn decode_context(extra_proto: &[PathBuf]) -> anyhow::Result<DecodeContext> {
+    let dirs = schema::schema_dirs(Path::new("."), extra_proto);
+    let pool = schema::load_schemas(&dirs).context("loading .proto schemas")?;
+    Ok(DecodeContext {
+        schemas: Some(pool),
+        ..DecodeContext::default()
+    })
 }
 
 #[derive(Serialize)]

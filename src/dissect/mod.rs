@@ -101,6 +101,8 @@ pub struct Context {
     pub hytale_referral_secret: Option<Vec<u8>>,
     /// Protobuf schemas loaded from `proto/` and the user's directories.
     pub schemas: Option<prost_reflect::DescriptorPool>,
+    /// Keys JWTs found in messages are verified with.
+    pub jwt_keys: jwt::JwtKeys,
 }
 
 /// A protocol.

@@ -11,7 +11,7 @@
 
 mod decode;
 mod encode;
-mod schema;
+pub mod schema;
 mod wire;
 
 use prost_reflect::MessageDescriptor;

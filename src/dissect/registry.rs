@@ -13,9 +13,22 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Every protocol gamewire knows. A new protocol is one line here.
+    /// Every protocol gamewire knows. A new protocol is one line here; order matters only
+    /// for content detection (more specific first).
     pub fn standard() -> Self {
-        Registry { dissectors: vec![] }
+        Registry {
+            dissectors: vec![
+                Arc::new(super::fesl::Fesl),
+                Arc::new(super::gp::Gp),
+                Arc::new(super::hytale::Hytale),
+                Arc::new(super::sc::StarCitizen),
+                Arc::new(super::http2::Http2),
+                Arc::new(super::grpc::Grpc),
+                Arc::new(super::http1::Http1),
+                Arc::new(super::json::Json),
+                Arc::new(super::protobuf::Protobuf),
+            ],
+        }
     }
 
     pub fn with(mut self, d: Arc<dyn Dissector>) -> Self {
