@@ -1,7 +1,7 @@
 //! Star Citizen diffusion frames: the sample capture with and without the repo's schemas,
 //! byte ranges, framing errors and resynchronisation, re-encoding.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use gamewire::capture::sdjson::import_file;
 use gamewire::capture::{
@@ -19,7 +19,7 @@ fn repo() -> &'static Path {
 
 fn schema_ctx() -> Context {
     Context {
-        schemas: Some(load_schemas(&[PathBuf::from(repo().join("proto"))]).unwrap()),
+        schemas: Some(load_schemas(&[repo().join("proto")]).unwrap()),
         ..Default::default()
     }
 }

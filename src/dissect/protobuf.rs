@@ -11,6 +11,7 @@
 
 mod decode;
 mod encode;
+mod plan;
 pub mod schema;
 mod wire;
 

@@ -3,7 +3,9 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
+use prost_reflect::{Kind, MessageDescriptor};
+
+use super::plan::{FieldPlan, MsgPlan, PoolPlan, Ty, plan_for};
 
 use super::wire::{
     MAX_FIELD_NUMBER, WIRE_END_GROUP, WIRE_FIXED32, WIRE_FIXED64, WIRE_LEN, WIRE_START_GROUP,
@@ -27,8 +29,11 @@ pub fn decode_message(bytes: &[u8], desc: Option<&MessageDescriptor>) -> Node {
 /// `desc` is given). Each field occurrence is one child whose range covers its tag and value,
 /// `tag` = field number and `kind` = its protobuf type (`int32`, `string`, `message`,
 /// `packed sint64`, ... or, without a schema, `varint`, `fixed64`, `fixed32`, `string`,
-/// `bytes`, `message`, `packed varint`, `group`). Malformed bytes end the message with a node
-/// named `invalid` (kind `raw`, the rest of the bytes as its value, `error` set).
+/// `bytes`, `message`, `packed varint`, `group`). Elements of packed fields are children
+/// named `[0]`, `[1]`, ... Fields the schema does not know, or whose wire type does not
+/// match it, are decoded without the schema and named by number. Malformed bytes end the
+/// message with a node named `invalid` (kind `raw`, the rest of the bytes as its value,
+/// `error` set), which [`super::encode_message`] writes back verbatim.
 pub fn decode_message_in(
     buf: &[u8],
     range: Range<usize>,
@@ -38,10 +43,15 @@ pub fn decode_message_in(
     let start = range.start.min(end);
     let buf = &buf[..end];
     let mut root = Node::group("message", start..end).with_kind("message");
+    let planned = desc.and_then(plan_for);
     if let Some(d) = desc {
         root.display = Some(d.full_name().to_owned());
     }
-    root.children = fields(buf, start, desc, 0, None).nodes;
+    let ctx = Ctx {
+        plan: planned.as_ref().map(|(p, _)| &**p),
+    };
+    let msg = planned.as_ref().map(|(_, i)| *i);
+    root.children = ctx.fields(buf, start, msg, 0, None).nodes;
     root
 }
 
@@ -57,80 +67,6 @@ struct Fields {
 enum Step {
     Field(Node, usize),
     End(usize),
-}
-
-/// Decodes fields from `pos` to the end of `buf` (callers slice `buf` to the body's end).
-fn fields(
-    buf: &[u8],
-    mut pos: usize,
-    desc: Option<&MessageDescriptor>,
-    depth: usize,
-    group: Option<u64>,
-) -> Fields {
-    let end = buf.len();
-    let mut nodes = Vec::new();
-    while pos < end {
-        let tag_start = pos;
-        let result =
-            read_varint(buf, pos)
-                .map_err(|e| e.reason("tag"))
-                .and_then(|(key, after_tag)| {
-                    let number = key >> 3;
-                    let wire = (key & 7) as u8;
-                    if number == 0 {
-                        return Err("field number 0");
-                    }
-                    if number > MAX_FIELD_NUMBER {
-                        return Err("field number above 2^29-1");
-                    }
-                    if wire == WIRE_END_GROUP {
-                        return if group == Some(number) {
-                            Ok(Step::End(after_tag))
-                        } else {
-                            Err("end-group tag without a matching start-group")
-                        };
-                    }
-                    let field =
-                        desc.and_then(|d| u32::try_from(number).ok().and_then(|n| d.get_field(n)));
-                    field_at(
-                        buf,
-                        tag_start,
-                        after_tag,
-                        number,
-                        wire,
-                        field.as_ref(),
-                        depth,
-                    )
-                    .map(|(node, next)| Step::Field(node, next))
-                });
-        match result {
-            Ok(Step::Field(node, next)) => {
-                nodes.push(node);
-                pos = next;
-            }
-            Ok(Step::End(after)) => {
-                // The end-group tag of the group being decoded.
-                return Fields {
-                    nodes,
-                    end: after,
-                    closed: true,
-                };
-            }
-            Err(reason) => {
-                nodes.push(invalid(buf, tag_start, reason));
-                return Fields {
-                    nodes,
-                    end,
-                    closed: false,
-                };
-            }
-        }
-    }
-    Fields {
-        nodes,
-        end,
-        closed: false,
-    }
 }
 
 /// The rest of a message from `start`, shown raw with the reason it could not be decoded.
@@ -177,9 +113,9 @@ const INDICES: [&str; 32] = [
 ];
 
 fn number_name(n: u64) -> Cow<'static, str> {
-    match NUMBERS.get(n as usize) {
-        Some(s) if n < NUMBERS.len() as u64 => Cow::Borrowed(s),
-        _ => Cow::Owned(n.to_string()),
+    match usize::try_from(n).ok().and_then(|i| NUMBERS.get(i)) {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(n.to_string()),
     }
 }
 
@@ -188,10 +124,6 @@ fn index_name(i: usize) -> Cow<'static, str> {
         Some(s) => Cow::Borrowed(s),
         None => Cow::Owned(format!("[{i}]")),
     }
-}
-
-fn field_name(f: &FieldDescriptor) -> Cow<'static, str> {
-    Cow::Owned(f.name().to_owned())
 }
 
 /// The protobuf type name of a field kind (what `kind` holds).
@@ -217,223 +149,474 @@ pub fn kind_name(kind: &Kind) -> &'static str {
     }
 }
 
-fn packed_kind_name(kind: &Kind) -> Option<&'static str> {
-    Some(match kind {
-        Kind::Double => "packed double",
-        Kind::Float => "packed float",
-        Kind::Int32 => "packed int32",
-        Kind::Int64 => "packed int64",
-        Kind::Uint32 => "packed uint32",
-        Kind::Uint64 => "packed uint64",
-        Kind::Sint32 => "packed sint32",
-        Kind::Sint64 => "packed sint64",
-        Kind::Fixed32 => "packed fixed32",
-        Kind::Fixed64 => "packed fixed64",
-        Kind::Sfixed32 => "packed sfixed32",
-        Kind::Sfixed64 => "packed sfixed64",
-        Kind::Bool => "packed bool",
-        Kind::Enum(_) => "packed enum",
-        Kind::String | Kind::Bytes | Kind::Message(_) => return None,
+fn ty_name(ty: Ty) -> &'static str {
+    match ty {
+        Ty::Double => "double",
+        Ty::Float => "float",
+        Ty::Int32 => "int32",
+        Ty::Int64 => "int64",
+        Ty::Uint32 => "uint32",
+        Ty::Uint64 => "uint64",
+        Ty::Sint32 => "sint32",
+        Ty::Sint64 => "sint64",
+        Ty::Fixed32 => "fixed32",
+        Ty::Fixed64 => "fixed64",
+        Ty::Sfixed32 => "sfixed32",
+        Ty::Sfixed64 => "sfixed64",
+        Ty::Bool => "bool",
+        Ty::String => "string",
+        Ty::Bytes => "bytes",
+        Ty::Message(_) => "message",
+        Ty::Enum(_) => "enum",
+    }
+}
+
+fn packed_ty_name(ty: Ty) -> Option<&'static str> {
+    Some(match ty {
+        Ty::Double => "packed double",
+        Ty::Float => "packed float",
+        Ty::Int32 => "packed int32",
+        Ty::Int64 => "packed int64",
+        Ty::Uint32 => "packed uint32",
+        Ty::Uint64 => "packed uint64",
+        Ty::Sint32 => "packed sint32",
+        Ty::Sint64 => "packed sint64",
+        Ty::Fixed32 => "packed fixed32",
+        Ty::Fixed64 => "packed fixed64",
+        Ty::Sfixed32 => "packed sfixed32",
+        Ty::Sfixed64 => "packed sfixed64",
+        Ty::Bool => "packed bool",
+        Ty::Enum(_) => "packed enum",
+        Ty::String | Ty::Bytes | Ty::Message(_) => return None,
     })
 }
 
-/// The wire type a scalar kind is written with (None for length-delimited kinds).
-fn scalar_wire(kind: &Kind) -> Option<u8> {
-    match kind {
-        Kind::Int32
-        | Kind::Int64
-        | Kind::Uint32
-        | Kind::Uint64
-        | Kind::Sint32
-        | Kind::Sint64
-        | Kind::Bool
-        | Kind::Enum(_) => Some(WIRE_VARINT),
-        Kind::Fixed64 | Kind::Sfixed64 | Kind::Double => Some(WIRE_FIXED64),
-        Kind::Fixed32 | Kind::Sfixed32 | Kind::Float => Some(WIRE_FIXED32),
-        Kind::String | Kind::Bytes | Kind::Message(_) => None,
+/// The wire type a scalar type is written with (None for length-delimited types).
+fn scalar_wire(ty: Ty) -> Option<u8> {
+    match ty {
+        Ty::Int32
+        | Ty::Int64
+        | Ty::Uint32
+        | Ty::Uint64
+        | Ty::Sint32
+        | Ty::Sint64
+        | Ty::Bool
+        | Ty::Enum(_) => Some(WIRE_VARINT),
+        Ty::Fixed64 | Ty::Sfixed64 | Ty::Double => Some(WIRE_FIXED64),
+        Ty::Fixed32 | Ty::Sfixed32 | Ty::Float => Some(WIRE_FIXED32),
+        Ty::String | Ty::Bytes | Ty::Message(_) => None,
     }
 }
 
-/// A raw scalar as read from the wire (varint value, or fixed bits).
-fn typed_scalar(kind: &Kind, raw: u64) -> (Value, Option<String>) {
-    match kind {
-        Kind::Int32 | Kind::Int64 => (Value::Int(raw as i64), None),
-        Kind::Uint32 | Kind::Uint64 | Kind::Fixed32 | Kind::Fixed64 => (Value::UInt(raw), None),
-        Kind::Sint32 | Kind::Sint64 => (Value::Int(zigzag_decode(raw)), None),
-        // A bool written as 2 or more keeps its number, so it re-encodes to the same bytes.
-        Kind::Bool if raw <= 1 => (Value::Bool(raw == 1), None),
-        Kind::Bool => (Value::UInt(raw), None),
-        Kind::Enum(e) => {
-            let n = raw as i64;
-            let name = i32::try_from(n)
-                .ok()
-                .and_then(|n| e.get_value(n))
-                .map(|v| v.name().to_owned());
-            (Value::Int(n), name)
-        }
-        Kind::Sfixed32 => (Value::Int(i64::from(raw as u32 as i32)), None),
-        Kind::Sfixed64 => (Value::Int(raw as i64), None),
-        Kind::Double => (Value::Float(f64::from_bits(raw)), None),
-        Kind::Float => {
-            let f = f32::from_bits(raw as u32);
-            if f.is_nan() {
-                // f32 -> f64 may not keep a NaN's payload bits: keep the bits themselves.
-                (Value::UInt(raw), Some("NaN".to_owned()))
-            } else {
-                (Value::Float(f64::from(f)), None)
-            }
-        }
-        Kind::String | Kind::Bytes | Kind::Message(_) => (Value::UInt(raw), None),
+/// Upper bound on the fields of a body, to size a children vector once.
+fn count_fields(data: &[u8]) -> usize {
+    const MAX_RESERVE: usize = 4096;
+    let mut pos = 0;
+    let mut n = 0;
+    while pos < data.len() && n < MAX_RESERVE {
+        let Ok((key, p)) = read_varint(data, pos) else {
+            return n + 1;
+        };
+        n += 1;
+        pos = match (key & 7) as u8 {
+            WIRE_VARINT => match read_varint(data, p) {
+                Ok((_, next)) => next,
+                Err(_) => return n,
+            },
+            WIRE_FIXED64 => p + 8,
+            WIRE_FIXED32 => p + 4,
+            WIRE_LEN => match read_varint(data, p) {
+                Ok((len, next)) => {
+                    match usize::try_from(len).ok().and_then(|l| next.checked_add(l)) {
+                        Some(e) => e,
+                        None => return n,
+                    }
+                }
+                Err(_) => return n,
+            },
+            // Groups and errors: stop counting; the vector grows if needed.
+            _ => return n,
+        };
     }
+    n
 }
 
-/// Decodes the field whose tag starts at `tag_start`; returns it and the position after it.
-fn field_at(
-    buf: &[u8],
-    tag_start: usize,
-    p: usize,
-    number: u64,
-    wire: u8,
-    field: Option<&FieldDescriptor>,
-    depth: usize,
-) -> Result<(Node, usize), &'static str> {
-    match wire {
-        WIRE_VARINT => {
-            let (v, next) = read_varint(buf, p).map_err(|e| e.reason("value"))?;
-            Ok((scalar_node(tag_start..next, number, wire, v, field), next))
-        }
-        WIRE_FIXED64 => {
-            let b = read_fixed::<8>(buf, p).ok_or("truncated fixed64 value")?;
-            let next = p + 8;
-            let v = u64::from_le_bytes(b);
-            Ok((scalar_node(tag_start..next, number, wire, v, field), next))
-        }
-        WIRE_FIXED32 => {
-            let b = read_fixed::<4>(buf, p).ok_or("truncated fixed32 value")?;
-            let next = p + 4;
-            let v = u64::from(u32::from_le_bytes(b));
-            Ok((scalar_node(tag_start..next, number, wire, v, field), next))
-        }
-        WIRE_LEN => {
-            let (len, data_start) = read_varint(buf, p).map_err(|e| e.reason("length"))?;
-            let data_end = usize::try_from(len)
-                .ok()
-                .and_then(|l| data_start.checked_add(l))
-                .filter(|&e| e <= buf.len())
-                .ok_or("length beyond the end of the message")?;
-            let node = len_node(buf, tag_start, number, data_start, data_end, field, depth);
-            Ok((node, data_end))
-        }
-        WIRE_START_GROUP => {
-            if depth >= MAX_DEPTH {
-                return Err("groups nested more than 64 deep");
-            }
-            let (name, desc) = match field.map(|f| (f, f.kind())) {
-                Some((f, Kind::Message(m))) if f.is_group() => (field_name(f), Some(m)),
-                _ => (number_name(number), None),
-            };
-            let inner = fields(buf, p, desc.as_ref(), depth + 1, Some(number));
-            if !inner.closed {
-                return Err("group without its end-group tag");
-            }
-            let mut node = leaf(name, tag_start..inner.end, Value::None, number, "group");
-            node.children = inner.nodes;
-            Ok((node, inner.end))
-        }
-        6 => Err("invalid wire type 6"),
-        _ => Err("invalid wire type 7"),
-    }
+/// Decoding state shared by every level: the schema plan, if any.
+#[derive(Clone, Copy)]
+struct Ctx<'p> {
+    plan: Option<&'p PoolPlan>,
 }
 
-/// A varint or fixed-width field.
-fn scalar_node(
-    range: Range<usize>,
-    number: u64,
-    wire: u8,
-    raw: u64,
-    field: Option<&FieldDescriptor>,
-) -> Node {
-    if let Some(f) = field {
-        let kind = f.kind();
-        if scalar_wire(&kind) == Some(wire) {
-            let (value, display) = typed_scalar(&kind, raw);
-            let mut node = leaf(field_name(f), range, value, number, kind_name(&kind));
+impl<'p> Ctx<'p> {
+    fn msg_plan(&self, msg: Option<u32>) -> Option<&'p MsgPlan> {
+        self.plan.zip(msg).and_then(|(p, i)| p.msg(i))
+    }
+
+    /// Decodes fields from `pos` to the end of `buf` (callers slice `buf` to the body's end).
+    fn fields(
+        self,
+        buf: &[u8],
+        mut pos: usize,
+        msg: Option<u32>,
+        depth: usize,
+        group: Option<u64>,
+    ) -> Fields {
+        let end = buf.len();
+        let plan = self.msg_plan(msg);
+        let mut nodes = Vec::with_capacity(if group.is_some() {
+            0
+        } else {
+            count_fields(buf.get(pos..).unwrap_or_default())
+        });
+        while pos < end {
+            let tag_start = pos;
+            let result =
+                read_varint(buf, pos)
+                    .map_err(|e| e.reason("tag"))
+                    .and_then(|(key, after_tag)| {
+                        let number = key >> 3;
+                        let wire = (key & 7) as u8;
+                        if number == 0 {
+                            return Err("field number 0");
+                        }
+                        if number > MAX_FIELD_NUMBER {
+                            return Err("field number above 2^29-1");
+                        }
+                        if wire == WIRE_END_GROUP {
+                            return if group == Some(number) {
+                                Ok(Step::End(after_tag))
+                            } else {
+                                Err("end-group tag without a matching start-group")
+                            };
+                        }
+                        let field = plan.and_then(|p| p.field(number));
+                        self.field_at(buf, tag_start, after_tag, number, wire, field, depth)
+                            .map(|(node, next)| Step::Field(node, next))
+                    });
+            match result {
+                Ok(Step::Field(node, next)) => {
+                    nodes.push(node);
+                    pos = next;
+                }
+                Ok(Step::End(after)) => {
+                    // The end-group tag of the group being decoded.
+                    return Fields {
+                        nodes,
+                        end: after,
+                        closed: true,
+                    };
+                }
+                Err(reason) => {
+                    nodes.push(invalid(buf, tag_start, reason));
+                    return Fields {
+                        nodes,
+                        end,
+                        closed: false,
+                    };
+                }
+            }
+        }
+        Fields {
+            nodes,
+            end,
+            closed: false,
+        }
+    }
+
+    /// A raw scalar as read from the wire (varint value, or fixed bits), typed.
+    fn typed_scalar(self, ty: Ty, raw: u64) -> (Value, Option<String>) {
+        match ty {
+            Ty::Int32 | Ty::Int64 => (Value::Int(raw as i64), None),
+            Ty::Uint32 | Ty::Uint64 | Ty::Fixed32 | Ty::Fixed64 => (Value::UInt(raw), None),
+            Ty::Sint32 | Ty::Sint64 => (Value::Int(zigzag_decode(raw)), None),
+            // A bool written as 2 or more keeps its number, so it re-encodes to the same bytes.
+            Ty::Bool if raw <= 1 => (Value::Bool(raw == 1), None),
+            Ty::Bool => (Value::UInt(raw), None),
+            Ty::Enum(e) => {
+                let n = raw as i64;
+                let name = i32::try_from(n)
+                    .ok()
+                    .zip(self.plan.and_then(|p| p.enum_plan(e)))
+                    .and_then(|(n, e)| e.name(n))
+                    .map(str::to_owned);
+                (Value::Int(n), name)
+            }
+            Ty::Sfixed32 => (Value::Int(i64::from(raw as u32 as i32)), None),
+            Ty::Sfixed64 => (Value::Int(raw as i64), None),
+            Ty::Double => (Value::Float(f64::from_bits(raw)), None),
+            Ty::Float => {
+                let f = f32::from_bits(raw as u32);
+                if f.is_nan() {
+                    // f32 -> f64 may not keep a NaN's payload bits: keep the bits themselves.
+                    (Value::UInt(raw), Some("NaN".to_owned()))
+                } else {
+                    (Value::Float(f64::from(f)), None)
+                }
+            }
+            Ty::String | Ty::Bytes | Ty::Message(_) => (Value::UInt(raw), None),
+        }
+    }
+
+    /// Decodes the field whose tag starts at `tag_start`; returns it and the position after.
+    #[allow(clippy::too_many_arguments)]
+    fn field_at(
+        self,
+        buf: &[u8],
+        tag_start: usize,
+        p: usize,
+        number: u64,
+        wire: u8,
+        field: Option<&FieldPlan>,
+        depth: usize,
+    ) -> Result<(Node, usize), &'static str> {
+        match wire {
+            WIRE_VARINT => {
+                let (v, next) = read_varint(buf, p).map_err(|e| e.reason("value"))?;
+                Ok((
+                    self.scalar_node(tag_start..next, number, wire, v, field),
+                    next,
+                ))
+            }
+            WIRE_FIXED64 => {
+                let b = read_fixed::<8>(buf, p).ok_or("truncated fixed64 value")?;
+                let next = p + 8;
+                let v = u64::from_le_bytes(b);
+                Ok((
+                    self.scalar_node(tag_start..next, number, wire, v, field),
+                    next,
+                ))
+            }
+            WIRE_FIXED32 => {
+                let b = read_fixed::<4>(buf, p).ok_or("truncated fixed32 value")?;
+                let next = p + 4;
+                let v = u64::from(u32::from_le_bytes(b));
+                Ok((
+                    self.scalar_node(tag_start..next, number, wire, v, field),
+                    next,
+                ))
+            }
+            WIRE_LEN => {
+                let (len, data_start) = read_varint(buf, p).map_err(|e| e.reason("length"))?;
+                let data_end = usize::try_from(len)
+                    .ok()
+                    .and_then(|l| data_start.checked_add(l))
+                    .filter(|&e| e <= buf.len())
+                    .ok_or("length beyond the end of the message")?;
+                let node =
+                    self.len_node(buf, tag_start, number, data_start, data_end, field, depth);
+                Ok((node, data_end))
+            }
+            WIRE_START_GROUP => {
+                if depth >= MAX_DEPTH {
+                    return Err("groups nested more than 64 deep");
+                }
+                let (name, msg) = match field {
+                    Some(
+                        f @ FieldPlan {
+                            ty: Ty::Message(m),
+                            group: true,
+                            ..
+                        },
+                    ) => (Cow::Borrowed(f.name), Some(*m)),
+                    _ => (number_name(number), None),
+                };
+                let inner = self.fields(buf, p, msg, depth + 1, Some(number));
+                if !inner.closed {
+                    return Err("group without its end-group tag");
+                }
+                let mut node = leaf(name, tag_start..inner.end, Value::None, number, "group");
+                node.children = inner.nodes;
+                Ok((node, inner.end))
+            }
+            6 => Err("invalid wire type 6"),
+            _ => Err("invalid wire type 7"),
+        }
+    }
+
+    /// A varint or fixed-width field.
+    fn scalar_node(
+        self,
+        range: Range<usize>,
+        number: u64,
+        wire: u8,
+        raw: u64,
+        field: Option<&FieldPlan>,
+    ) -> Node {
+        if let Some(f) = field
+            && scalar_wire(f.ty) == Some(wire)
+        {
+            let (value, display) = self.typed_scalar(f.ty, raw);
+            let mut node = leaf(Cow::Borrowed(f.name), range, value, number, ty_name(f.ty));
             node.display = display;
             return node;
         }
+        let kind = match wire {
+            WIRE_VARINT => "varint",
+            WIRE_FIXED64 => "fixed64",
+            _ => "fixed32",
+        };
+        leaf(number_name(number), range, Value::UInt(raw), number, kind)
     }
-    let kind = match wire {
-        WIRE_VARINT => "varint",
-        WIRE_FIXED64 => "fixed64",
-        _ => "fixed32",
-    };
-    leaf(number_name(number), range, Value::UInt(raw), number, kind)
-}
 
-/// A length-delimited field: typed by the schema where it says so, else guessed.
-fn len_node(
-    buf: &[u8],
-    tag_start: usize,
-    number: u64,
-    ds: usize,
-    de: usize,
-    field: Option<&FieldDescriptor>,
-    depth: usize,
-) -> Node {
-    let range = tag_start..de;
-    let data = buf.get(ds..de).unwrap_or_default();
-    if let Some(f) = field {
-        let kind = f.kind();
-        match &kind {
-            Kind::String => {
-                return match std::str::from_utf8(data) {
-                    Ok(s) => leaf(
-                        field_name(f),
-                        range,
-                        Value::Text(s.to_owned()),
-                        number,
-                        "string",
-                    ),
-                    Err(_) => leaf(
-                        field_name(f),
-                        range,
-                        Value::Bytes(data.to_vec()),
-                        number,
-                        "string",
-                    )
-                    .with_error("string field is not valid UTF-8"),
-                };
-            }
-            Kind::Bytes => {
-                return leaf(
-                    field_name(f),
-                    range,
-                    Value::Bytes(data.to_vec()),
-                    number,
-                    "bytes",
-                );
-            }
-            Kind::Message(m) if !f.is_group() => {
-                let mut node = leaf(field_name(f), range, Value::None, number, "message");
-                if depth >= MAX_DEPTH {
-                    node.value = Value::Bytes(data.to_vec());
-                    return node.with_error("messages nested more than 64 deep");
+    /// A length-delimited field: typed by the schema where it says so, else guessed.
+    #[allow(clippy::too_many_arguments)]
+    fn len_node(
+        self,
+        buf: &[u8],
+        tag_start: usize,
+        number: u64,
+        ds: usize,
+        de: usize,
+        field: Option<&FieldPlan>,
+        depth: usize,
+    ) -> Node {
+        let range = tag_start..de;
+        let data = buf.get(ds..de).unwrap_or_default();
+        if let Some(f) = field {
+            let name = Cow::Borrowed(f.name);
+            match f.ty {
+                Ty::String => {
+                    return match std::str::from_utf8(data) {
+                        Ok(s) => leaf(name, range, Value::Text(s.to_owned()), number, "string"),
+                        Err(_) => leaf(name, range, Value::Bytes(data.to_vec()), number, "string")
+                            .with_error("string field is not valid UTF-8"),
+                    };
                 }
-                node.children = fields(&buf[..de], ds, Some(m), depth + 1, None).nodes;
-                if m.is_map_entry() {
-                    node.display = map_entry_display(&node.children);
+                Ty::Bytes => {
+                    return leaf(name, range, Value::Bytes(data.to_vec()), number, "bytes");
                 }
-                return node;
-            }
-            _ if f.is_list() => {
-                if let Some(node) = packed_typed(buf, range.clone(), number, ds, de, f, &kind) {
+                Ty::Message(m) if !f.group => {
+                    let mut node = leaf(name, range, Value::None, number, "message");
+                    if depth >= MAX_DEPTH {
+                        node.value = Value::Bytes(data.to_vec());
+                        return node.with_error("messages nested more than 64 deep");
+                    }
+                    node.children = self.fields(&buf[..de], ds, Some(m), depth + 1, None).nodes;
+                    if self.msg_plan(Some(m)).is_some_and(|p| p.map_entry) {
+                        node.display = map_entry_display(&node.children);
+                    }
                     return node;
                 }
+                ty if f.list => {
+                    if let Some(node) = self.packed_typed(buf, range.clone(), number, ds, de, f, ty)
+                    {
+                        return node;
+                    }
+                }
+                _ => {}
             }
-            _ => {}
         }
+        self.guess_len(buf, range, number, ds, de, depth)
     }
-    guess_len(buf, range, number, ds, de, depth)
+
+    /// A packed repeated scalar field with the schema's element type; None when the bytes
+    /// are not a whole number of elements.
+    #[allow(clippy::too_many_arguments)]
+    fn packed_typed(
+        self,
+        buf: &[u8],
+        range: Range<usize>,
+        number: u64,
+        ds: usize,
+        de: usize,
+        f: &FieldPlan,
+        ty: Ty,
+    ) -> Option<Node> {
+        let packed_kind = packed_ty_name(ty)?;
+        let elem_kind = ty_name(ty);
+        let mut children = Vec::new();
+        let mut pos = ds;
+        let body = buf.get(..de)?;
+        match scalar_wire(ty)? {
+            WIRE_VARINT => {
+                let count = body[ds..].iter().filter(|&&b| b < 0x80).count();
+                children.reserve(count);
+                while pos < de {
+                    let (raw, next) = read_varint(body, pos).ok()?;
+                    let (value, display) = self.typed_scalar(ty, raw);
+                    let mut n = leaf(
+                        index_name(children.len()),
+                        pos..next,
+                        value,
+                        number,
+                        elem_kind,
+                    );
+                    n.tag = None;
+                    n.display = display;
+                    children.push(n);
+                    pos = next;
+                }
+            }
+            width => {
+                let size = if width == WIRE_FIXED64 { 8 } else { 4 };
+                if !(de - ds).is_multiple_of(size) {
+                    return None;
+                }
+                children.reserve((de - ds) / size);
+                while pos < de {
+                    let raw = if size == 8 {
+                        u64::from_le_bytes(read_fixed::<8>(body, pos)?)
+                    } else {
+                        u64::from(u32::from_le_bytes(read_fixed::<4>(body, pos)?))
+                    };
+                    let (value, display) = self.typed_scalar(ty, raw);
+                    let mut n = leaf(
+                        index_name(children.len()),
+                        pos..pos + size,
+                        value,
+                        number,
+                        elem_kind,
+                    );
+                    n.tag = None;
+                    n.display = display;
+                    children.push(n);
+                    pos += size;
+                }
+            }
+        }
+        let mut node = leaf(
+            Cow::Borrowed(f.name),
+            range,
+            Value::None,
+            number,
+            packed_kind,
+        );
+        node.children = children;
+        Some(node)
+    }
+
+    /// Without a schema: a nested message if the bytes parse completely as one (and are not
+    /// plain text), else printable UTF-8 text, else packed varints if they parse exactly,
+    /// else bytes.
+    fn guess_len(
+        self,
+        buf: &[u8],
+        range: Range<usize>,
+        number: u64,
+        ds: usize,
+        de: usize,
+        depth: usize,
+    ) -> Node {
+        let data = buf.get(ds..de).unwrap_or_default();
+        let name = number_name(number);
+        let text = is_text(data);
+        if depth < MAX_DEPTH && !data.is_empty() && !text && looks_like_message(data) {
+            let mut node = leaf(name, range, Value::None, number, "message");
+            node.children = self.fields(&buf[..de], ds, None, depth + 1, None).nodes;
+            return node;
+        }
+        if text {
+            // is_text checked UTF-8.
+            let text = std::str::from_utf8(data).unwrap_or_default();
+            return leaf(name, range, Value::Text(text.to_owned()), number, "string");
+        }
+        if let Some(children) = packed_varints(data, ds) {
+            let mut node = leaf(name, range, Value::None, number, "packed varint");
+            node.children = children;
+            return node;
+        }
+        leaf(name, range, Value::Bytes(data.to_vec()), number, "bytes")
+    }
 }
 
 fn map_entry_display(children: &[Node]) -> Option<String> {
@@ -444,103 +627,6 @@ fn map_entry_display(children: &[Node]) -> Option<String> {
         Some(v) if v.children.is_empty() => Some(format!("{key} → {}", v.display_value())),
         _ => Some(key.into_owned()),
     }
-}
-
-/// A packed repeated scalar field with the schema's element type; None when the bytes are
-/// not a whole number of elements.
-fn packed_typed(
-    buf: &[u8],
-    range: Range<usize>,
-    number: u64,
-    ds: usize,
-    de: usize,
-    f: &FieldDescriptor,
-    kind: &Kind,
-) -> Option<Node> {
-    let packed_kind = packed_kind_name(kind)?;
-    let elem_kind = kind_name(kind);
-    let mut children = Vec::new();
-    let mut pos = ds;
-    match scalar_wire(kind)? {
-        WIRE_VARINT => {
-            children.reserve((de - ds).min(1024));
-            while pos < de {
-                let (raw, next) = read_varint(&buf[..de], pos).ok()?;
-                let (value, display) = typed_scalar(kind, raw);
-                let mut n = leaf(
-                    index_name(children.len()),
-                    pos..next,
-                    value,
-                    number,
-                    elem_kind,
-                );
-                n.tag = None;
-                n.display = display;
-                children.push(n);
-                pos = next;
-            }
-        }
-        width => {
-            let size = if width == WIRE_FIXED64 { 8 } else { 4 };
-            if (de - ds) % size != 0 {
-                return None;
-            }
-            children.reserve((de - ds) / size);
-            while pos < de {
-                let raw = if size == 8 {
-                    u64::from_le_bytes(read_fixed::<8>(buf, pos)?)
-                } else {
-                    u64::from(u32::from_le_bytes(read_fixed::<4>(buf, pos)?))
-                };
-                let (value, display) = typed_scalar(kind, raw);
-                let mut n = leaf(
-                    index_name(children.len()),
-                    pos..pos + size,
-                    value,
-                    number,
-                    elem_kind,
-                );
-                n.tag = None;
-                n.display = display;
-                children.push(n);
-                pos += size;
-            }
-        }
-    }
-    let mut node = leaf(field_name(f), range, Value::None, number, packed_kind);
-    node.children = children;
-    Some(node)
-}
-
-/// Without a schema: a nested message if the bytes parse completely as one (and are not
-/// plain text), else printable UTF-8 text, else packed varints if they parse exactly, else
-/// bytes.
-fn guess_len(
-    buf: &[u8],
-    range: Range<usize>,
-    number: u64,
-    ds: usize,
-    de: usize,
-    depth: usize,
-) -> Node {
-    let data = buf.get(ds..de).unwrap_or_default();
-    let name = number_name(number);
-    if depth < MAX_DEPTH && !data.is_empty() && looks_like_message(data) && !is_text(data) {
-        let mut node = leaf(name, range, Value::None, number, "message");
-        node.children = fields(&buf[..de], ds, None, depth + 1, None).nodes;
-        return node;
-    }
-    if is_text(data) {
-        // is_text checked UTF-8.
-        let text = std::str::from_utf8(data).unwrap_or_default();
-        return leaf(name, range, Value::Text(text.to_owned()), number, "string");
-    }
-    if let Some(children) = packed_varints(data, ds, number) {
-        let mut node = leaf(name, range, Value::None, number, "packed varint");
-        node.children = children;
-        return node;
-    }
-    leaf(name, range, Value::Bytes(data.to_vec()), number, "bytes")
 }
 
 /// Whether `data` is printable UTF-8 text (tabs and line breaks allowed).
@@ -611,23 +697,21 @@ fn looks_like_message(data: &[u8]) -> bool {
 }
 
 /// Packed varints, if `data` is exactly a sequence of canonical varints.
-fn packed_varints(data: &[u8], base: usize, number: u64) -> Option<Vec<Node>> {
+fn packed_varints(data: &[u8], base: usize) -> Option<Vec<Node>> {
     if data.is_empty() || data.last().is_some_and(|&b| b >= 0x80) {
         return None;
     }
-    let mut children = Vec::new();
+    let mut children = Vec::with_capacity(data.iter().filter(|&&b| b < 0x80).count());
     let mut pos = 0;
     while pos < data.len() {
         let (v, next) = read_canonical(data, pos)?;
-        let mut n = leaf(
-            index_name(children.len()),
-            base + pos..base + next,
-            Value::UInt(v),
-            number,
-            "varint",
-        );
-        n.tag = None;
-        children.push(n);
+        children.push(Node {
+            name: index_name(children.len()),
+            value: Value::UInt(v),
+            range: base + pos..base + next,
+            kind: Some(Cow::Borrowed("varint")),
+            ..Default::default()
+        });
         pos = next;
     }
     Some(children)
