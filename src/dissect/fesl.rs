@@ -319,17 +319,6 @@ enum Quoting {
     Bare,
 }
 
-fn unquote(raw: &str) -> (&str, Quoting) {
-    let b = raw.as_bytes();
-    if b.len() >= 2 && b[0] == b'"' && b[b.len() - 1] == b'"' {
-        (&raw[1..raw.len() - 1], Quoting::Quoted)
-    } else if raw.contains(' ') {
-        (raw, Quoting::Bare)
-    } else {
-        (raw, Quoting::Plain)
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Payload lines.
 
@@ -337,6 +326,8 @@ fn unquote(raw: &str) -> (&str, Quoting) {
 enum Line<'a> {
     Pair {
         key: &'a str,
+        /// Where the key's last `.` is (its group path ends there).
+        dot: Option<usize>,
         value: Cow<'a, str>,
         quoting: Quoting,
     },
@@ -346,26 +337,57 @@ enum Line<'a> {
     },
 }
 
-fn parse_line(raw: &[u8], line: usize) -> Line<'_> {
+/// Parses one line; `checked` is the line as text when the caller already validated UTF-8.
+/// One pass over the bytes finds `=`, the key's last `.`, and what the value needs.
+fn parse_line<'a>(raw: &'a [u8], checked: Option<&'a str>, line: usize) -> Line<'a> {
     let bad = |error| Line::Bad { raw, error };
-    let Ok(s) = std::str::from_utf8(raw) else {
-        return bad(FeslError::NotUtf8 { line });
+    let (mut eq, mut dot) = (None, None);
+    let (mut nul, mut space, mut pct) = (false, false, false);
+    for (i, &b) in raw.iter().enumerate() {
+        match b {
+            b'=' if eq.is_none() => eq = Some(i),
+            b'.' if eq.is_none() => dot = Some(i),
+            b' ' => space |= eq.is_some(),
+            b'%' => pct |= eq.is_some(),
+            0 => nul = true,
+            _ => {}
+        }
+    }
+    let s = match checked {
+        Some(s) => s,
+        None => match std::str::from_utf8(raw) {
+            Ok(s) => s,
+            Err(_) => return bad(FeslError::NotUtf8 { line }),
+        },
     };
-    if raw.contains(&0) {
+    if nul {
         return bad(FeslError::EmbeddedNul { line });
     }
-    let Some((key, raw_value)) = s.split_once('=') else {
+    let Some((key, raw_value)) = eq.and_then(|eq| Some((s.get(..eq)?, s.get(eq + 1..)?))) else {
         return bad(FeslError::NoEquals { line });
     };
-    let (inner, quoting) = unquote(raw_value);
-    match unescape(inner) {
-        Ok(value) => Line::Pair {
-            key,
-            value,
-            quoting,
-        },
-        Err(UnescapeError::BadEscape) => bad(FeslError::BadEscape { line }),
-        Err(UnescapeError::NotUtf8) => bad(FeslError::EscapedNotUtf8 { line }),
+    let v = raw_value.as_bytes();
+    let (inner, quoting) = if v.len() >= 2 && v[0] == b'"' && v[v.len() - 1] == b'"' {
+        (raw_value.get(1..v.len() - 1).unwrap_or(""), Quoting::Quoted)
+    } else if space {
+        (raw_value, Quoting::Bare)
+    } else {
+        (raw_value, Quoting::Plain)
+    };
+    let value = if pct {
+        match unescape(inner) {
+            Ok(v) => v,
+            Err(UnescapeError::BadEscape) => return bad(FeslError::BadEscape { line }),
+            Err(UnescapeError::NotUtf8) => return bad(FeslError::EscapedNotUtf8 { line }),
+        }
+    } else {
+        Cow::Borrowed(inner)
+    };
+    Line::Pair {
+        key,
+        dot,
+        value,
+        quoting,
     }
 }
 
@@ -459,12 +481,13 @@ pub fn parse_text(text: &[u8]) -> Result<Vec<(String, String)>, FeslError> {
     let mut out = Vec::new();
     let mut err = None;
     let mut n = 0;
-    for_each_line(text, |_, raw| {
+    let whole = std::str::from_utf8(text).ok();
+    for_each_line(text, |r, raw| {
         n += 1;
         if err.is_some() {
             return;
         }
-        match parse_line(raw, n) {
+        match parse_line(raw, whole.and_then(|w| w.get(r)), n) {
             Line::Pair { key, value, .. } => out.push((key.to_owned(), value.into_owned())),
             Line::Bad { error, .. } => err = Some(error),
         }
@@ -752,12 +775,33 @@ fn is_index(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit())
 }
 
+fn counted(c: &Node) -> bool {
+    !c.derived && c.kind.as_deref() != Some("raw") && is_index(&c.name)
+}
+
 /// Distinct array indices among a group's children.
 fn element_count(group: &Node) -> u64 {
+    // Usual case: indices strictly increasing, so all distinct; no allocation.
+    let mut n = 0;
+    let mut prev: Option<u64> = None;
+    let mut increasing = true;
+    for c in group.children.iter().filter(|c| counted(c)) {
+        let v = c.name.parse::<u64>().ok();
+        increasing &= match (prev, v) {
+            (None, Some(_)) => true,
+            (Some(p), Some(v)) => v > p,
+            _ => false,
+        };
+        prev = v;
+        n += 1;
+    }
+    if increasing {
+        return n;
+    }
     let mut idx: Vec<&str> = group
         .children
         .iter()
-        .filter(|c| !c.derived && c.kind.as_deref() != Some("raw") && is_index(&c.name))
+        .filter(|c| counted(c))
         .map(|c| c.name.as_ref())
         .collect();
     idx.sort_unstable();
@@ -768,7 +812,6 @@ fn element_count(group: &Node) -> u64 {
 /// Top-level values the label and the fragment logic need.
 #[derive(Default)]
 struct Facts {
-    txn: Option<String>,
     error_code: Option<(String, Range<usize>)>,
     message: Option<String>,
     data: Option<String>,
@@ -824,11 +867,13 @@ impl Builder {
         }
     }
 
-    fn finish(mut self) -> Option<Node> {
+    /// The payload node, and the emptied stack for reuse.
+    fn finish(mut self) -> (Option<Node>, Vec<Node>) {
         while self.stack.len() > 1 {
             self.close_one();
         }
-        self.stack.pop()
+        let payload = self.stack.pop();
+        (payload, self.stack)
     }
 }
 
@@ -855,29 +900,38 @@ fn finish_group(g: &mut Node) {
 
 /// The tree of a payload (`bytes`, terminator included when `nul_expected`), ranges offset
 /// by `base`.
-fn payload_tree(bytes: &[u8], base: usize, nul_expected: bool, facts: &mut Facts) -> Node {
+fn payload_tree(
+    bytes: &[u8],
+    base: usize,
+    nul_expected: bool,
+    facts: &mut Facts,
+    scratch: &mut Vec<Node>,
+) -> Node {
     let (end, text_len) = End::of(bytes);
     let text = &bytes[..text_len];
     let mut payload = Node::group("payload", base..base + bytes.len()).with_kind(end.kind());
     if nul_expected && matches!(end, End::Newline | End::None) {
         payload.error = Some(FeslError::NoTerminator.to_string());
     }
-    let lines = text.iter().filter(|&&b| b == b'\n').count() + 1;
-    payload.children.reserve(lines.min(64));
-    let mut b = Builder {
-        stack: vec![payload],
-    };
+    payload.children.reserve((text.len() / 16 + 1).min(64));
+    let whole = std::str::from_utf8(text).ok();
+    let mut stack = std::mem::take(scratch);
+    stack.clear();
+    stack.push(payload);
+    let mut b = Builder { stack };
     let mut n = 0;
     for_each_line(text, |r, raw| {
         n += 1;
         let range = base + r.start..base + r.end;
-        match parse_line(raw, n) {
+        match parse_line(raw, whole.and_then(|w| w.get(r)), n) {
             Line::Pair {
                 key,
+                dot,
                 value,
                 quoting,
             } => {
-                let (path, leaf) = match key.rsplit_once('.') {
+                let (path, leaf) = match dot.and_then(|d| Some((key.get(..d)?, key.get(d + 1..)?)))
+                {
                     Some((p, l)) => (Some(p), l),
                     None => (None, key),
                 };
@@ -906,16 +960,15 @@ fn payload_tree(bytes: &[u8], base: usize, nul_expected: bool, facts: &mut Facts
             }
         }
     });
-    let mut payload = b
-        .finish()
-        .unwrap_or_else(|| Node::group("payload", base..base));
+    let (payload, stack) = b.finish();
+    *scratch = stack;
+    let mut payload = payload.unwrap_or_else(|| Node::group("payload", base..base));
     payload.range = base..base + bytes.len();
     payload
 }
 
 fn note_fact(facts: &mut Facts, key: &str, value: &str, range: &Range<usize>) {
     let slot = match key {
-        "TXN" => &mut facts.txn,
         "errorCode" => {
             if facts.error_code.is_none() {
                 facts.error_code = Some((value.to_owned(), range.clone()));
@@ -989,10 +1042,19 @@ fn header_nodes(msg: &[u8]) -> Node {
     Node::group("header", 0..HEADER_LEN).with_children(vec![command, ty, number, size])
 }
 
-fn label_of(command: &str, facts: &Facts, is_ferr: bool) -> String {
+/// The TXN of a payload tree: a top-level key, wherever it stands.
+fn txn_of(payload: &Node) -> Option<&str> {
+    payload
+        .children
+        .iter()
+        .find(|c| c.name == "TXN" && c.kind.as_deref() != Some("raw"))
+        .and_then(|c| c.value.as_text())
+}
+
+fn label_of(command: &str, txn: Option<&str>, facts: &Facts, is_ferr: bool) -> String {
     let mut label = String::with_capacity(command.len() + 24);
     label.push_str(command);
-    if let Some(t) = facts.txn.as_ref().filter(|t| !t.is_empty()) {
+    if let Some(t) = txn.filter(|t| !t.is_empty()) {
         label.push(' ');
         label.push_str(t);
     }
@@ -1048,6 +1110,8 @@ pub fn error_meaning(code: i64) -> Option<&'static str> {
 #[derive(Default)]
 pub struct FeslDecoder {
     fragments: Reassembler,
+    /// The payload builder's stack, kept between messages to save an allocation.
+    scratch: Vec<Node>,
 }
 
 impl FeslDecoder {
@@ -1103,7 +1167,7 @@ impl FeslDecoder {
             }
             Ok(Progress::Done { index, text }) => {
                 let mut rfacts = Facts::default();
-                let mut tree = payload_tree(&text, 0, false, &mut rfacts);
+                let mut tree = payload_tree(&text, 0, false, &mut rfacts, &mut self.scratch);
                 if let Some(ds) = &facts.decoded_size
                     && ds.parse::<usize>().ok() != Some(text.len())
                 {
@@ -1115,7 +1179,7 @@ impl FeslDecoder {
                 if let Some(e) = error_node(&rfacts) {
                     tree.children.push(e);
                 }
-                let label = label_of(cmd, &rfacts, cmd == "ferr");
+                let label = label_of(cmd, txn_of(&tree), &rfacts, cmd == "ferr");
                 derived.push(DerivedBuffer {
                     name: "reassembled".into(),
                     bytes: text,
@@ -1168,7 +1232,13 @@ impl FeslDecoder {
         let tag = Tag::from_u8(msg[4]);
         let number = u32::from_be_bytes([0, msg[5], msg[6], msg[7]]);
         let mut facts = Facts::default();
-        let payload = payload_tree(&msg[HEADER_LEN..], HEADER_LEN, true, &mut facts);
+        let payload = payload_tree(
+            &msg[HEADER_LEN..],
+            HEADER_LEN,
+            true,
+            &mut facts,
+            &mut self.scratch,
+        );
         root.children.reserve_exact(3);
         root.push(header);
         root.push(payload);
@@ -1179,7 +1249,8 @@ impl FeslDecoder {
             if let Some(e) = error_node(&facts) {
                 root.push(e);
             }
-            label_of(&cmd, &facts, cmd == "ferr")
+            let txn = root.child("payload").and_then(txn_of);
+            label_of(&cmd, txn, &facts, cmd == "ferr")
         };
         Message {
             label,
