@@ -61,6 +61,13 @@ impl Dissector for Grpc {
         Box::new(http2::Http2Decoder::new(dir, ctx, http2::BodyMode::Grpc))
     }
 
+    fn connection_decoders(
+        &self,
+        ctx: &Context,
+    ) -> (Box<dyn StreamDecoder>, Box<dyn StreamDecoder>) {
+        http2::connection_decoders(ctx, http2::BodyMode::Grpc)
+    }
+
     fn encode(&self, tree: &Node) -> Result<Vec<u8>, EncodeError> {
         http2::encode_frame(tree)
     }

@@ -43,9 +43,8 @@
 //! the HPACK state of the whole connection.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use crate::capture::Direction;
 
@@ -111,6 +110,13 @@ impl Dissector for Http2 {
 
     fn decoder(&self, dir: Direction, ctx: &Context) -> Box<dyn StreamDecoder> {
         Box::new(Http2Decoder::new(dir, ctx, BodyMode::Auto))
+    }
+
+    fn connection_decoders(
+        &self,
+        ctx: &Context,
+    ) -> (Box<dyn StreamDecoder>, Box<dyn StreamDecoder>) {
+        connection_decoders(ctx, BodyMode::Auto)
     }
 
     fn encode(&self, tree: &Node) -> Result<Vec<u8>, EncodeError> {
@@ -254,28 +260,27 @@ struct Shared {
     paths: HashMap<u32, String>,
 }
 
-thread_local! {
-    /// The shared state of the last decoder created on this thread, waiting for its
-    /// opposite direction.
-    static UNPAIRED: RefCell<Option<(Direction, Weak<Mutex<Shared>>)>> =
-        const { RefCell::new(None) };
-}
-
-/// The shared state for a new decoder of `dir`: the one the last decoder of the opposite
-/// direction created on this thread left, else a new one (left for the opposite direction).
-fn pair(dir: Direction) -> Arc<Mutex<Shared>> {
-    UNPAIRED.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        if let Some((d, weak)) = slot.take()
-            && d != dir
-            && let Some(shared) = weak.upgrade()
-        {
-            return shared;
-        }
-        let shared = Arc::new(Mutex::new(Shared::default()));
-        *slot = Some((dir, Arc::downgrade(&shared)));
-        shared
-    })
+/// Decoders for both directions of one connection, sharing what the client's requests
+/// tell the server's responses.
+pub fn connection_decoders(
+    ctx: &Context,
+    mode: BodyMode,
+) -> (Box<dyn StreamDecoder>, Box<dyn StreamDecoder>) {
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    (
+        Box::new(Http2Decoder::with_shared(
+            Direction::ClientToServer,
+            ctx,
+            mode,
+            shared.clone(),
+        )),
+        Box::new(Http2Decoder::with_shared(
+            Direction::ServerToClient,
+            ctx,
+            mode,
+            shared,
+        )),
+    )
 }
 
 /// A header block being collected over CONTINUATION frames.
@@ -323,14 +328,18 @@ pub struct Http2Decoder {
 }
 
 impl Http2Decoder {
-    /// A decoder for direction `dir`. The decoders of the two directions of a connection are
-    /// paired so the response side learns each stream's request path: the first decoder
-    /// created on a thread leaves its shared state for the next decoder of the opposite
-    /// direction created on that thread, which is what `stream::decode_connection` does (it
-    /// creates both before the first packet). The contract gives decoders no connection
-    /// identity, so this is a workaround; an unpaired response side decodes gRPC payloads
-    /// without a schema.
+    /// A decoder of one direction on its own; a response decoder made this way does not
+    /// know its requests' paths and decodes gRPC bodies without a schema.
     pub fn new(dir: Direction, ctx: &Context, mode: BodyMode) -> Self {
+        Self::with_shared(dir, ctx, mode, Arc::new(Mutex::new(Shared::default())))
+    }
+
+    fn with_shared(
+        dir: Direction,
+        ctx: &Context,
+        mode: BodyMode,
+        shared: Arc<Mutex<Shared>>,
+    ) -> Self {
         let mut hpack = loona_hpack::Decoder::new();
         hpack.set_max_allowed_table_size(MAX_HPACK_TABLE);
         Http2Decoder {
@@ -344,7 +353,7 @@ impl Http2Decoder {
             pending_block: None,
             streams: HashMap::new(),
             buffered: 0,
-            shared: pair(dir),
+            shared,
         }
     }
 

@@ -123,6 +123,19 @@ pub trait Dissector: Send + Sync {
     /// A decoder for one direction of a new connection.
     fn decoder(&self, dir: Direction, ctx: &Context) -> Box<dyn StreamDecoder>;
 
+    /// The decoders of both directions of one connection, client→server first. Protocols
+    /// whose directions depend on each other (an HTTP/2 response is typed by its request's
+    /// path) override this to give both the same shared state.
+    fn connection_decoders(
+        &self,
+        ctx: &Context,
+    ) -> (Box<dyn StreamDecoder>, Box<dyn StreamDecoder>) {
+        (
+            self.decoder(Direction::ClientToServer, ctx),
+            self.decoder(Direction::ServerToClient, ctx),
+        )
+    }
+
     /// Encodes an edited message tree back to bytes, with lengths, sizes and counts
     /// recomputed from the tree.
     fn encode(&self, _tree: &Node) -> Result<Vec<u8>, EncodeError> {

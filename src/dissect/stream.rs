@@ -28,8 +28,9 @@ pub fn decode_connection<'a>(
     ctx: &Context,
     packets: impl IntoIterator<Item = PacketRef<'a>>,
 ) -> Vec<Decoded> {
-    let mut c2s = DirectionStream::new(dissector.decoder(Direction::ClientToServer, ctx));
-    let mut s2c = DirectionStream::new(dissector.decoder(Direction::ServerToClient, ctx));
+    let (client, server) = dissector.connection_decoders(ctx);
+    let mut c2s = DirectionStream::new(client);
+    let mut s2c = DirectionStream::new(server);
     let mut out = Vec::new();
     for p in packets {
         let stream = match p.direction {
