@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use gamewire::dissect::protobuf::{decode_message, encode_message, load_schemas};
 use prost_reflect::prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, MapKey, Value};
@@ -120,5 +120,65 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
+/// CPU time this thread has used, from /proc (clock ticks of 10 ms); None off Linux.
+fn thread_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Throughput per second of CPU time (not wall time), so the figure stays meaningful on a
+/// machine shared with other work.
+fn cpu_time_throughput() {
+    let pool = pool();
+    let bytes = world(&pool);
+    let desc = pool
+        .get_message_by_name("bench.v1.World")
+        .expect("World type");
+    let nodes = decode_message(&bytes, Some(&desc)).walk().len();
+    println!(
+        "message: {} bytes, {} nodes with schema, {} without",
+        bytes.len(),
+        nodes,
+        decode_message(&bytes, None).walk().len()
+    );
+    for (name, with_schema) in [("with schema", true), ("schemaless", false)] {
+        let Some(start) = thread_cpu_seconds() else {
+            return;
+        };
+        let wall = std::time::Instant::now();
+        let mut runs = 0u64;
+        while wall.elapsed().as_secs_f64() < 3.0 {
+            for _ in 0..100 {
+                black_box(decode_message(
+                    black_box(&bytes),
+                    with_schema.then_some(&desc),
+                ));
+            }
+            runs += 100;
+        }
+        let cpu = thread_cpu_seconds().unwrap_or(start) - start;
+        if cpu > 0.0 {
+            let mb = (runs as f64 * bytes.len() as f64) / 1e6;
+            println!(
+                "decode {name}: {:.0} MB per CPU-second ({:.2} µs per message, {:.1} s CPU of {:.1} s wall)",
+                mb / cpu,
+                cpu * 1e6 / runs as f64,
+                cpu,
+                wall.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    cpu_time_throughput();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -394,7 +394,6 @@ fn schema_names_and_types_every_field() {
     let entry = get("counts");
     assert_eq!(entry.child("key").unwrap().value, text("k"));
     assert_eq!(entry.child("value").unwrap().value, Value::Int(5));
-    assert_eq!(entry.display.as_deref(), Some("\"k\" → 5"));
     let unpacked: Vec<_> = tree
         .children
         .iter()

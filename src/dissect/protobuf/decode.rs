@@ -65,7 +65,9 @@ struct Fields {
 }
 
 enum Step {
-    Field(Node, usize),
+    /// A field was decoded; decoding goes on here.
+    Next(usize),
+    /// The end-group tag of the group being decoded; the body ends here.
     End(usize),
 }
 
@@ -82,22 +84,32 @@ fn invalid(buf: &[u8], start: usize, reason: &'static str) -> Node {
     }
 }
 
-#[inline]
-fn leaf(
+/// Appends a node and returns it for further filling. The node is written in place in the
+/// vector (building it first and pushing it would copy the large struct several times).
+#[inline(always)]
+fn put<'o>(
+    out: &'o mut Vec<Node>,
     name: Cow<'static, str>,
     range: Range<usize>,
     value: Value,
-    number: u64,
+    tag: Option<u64>,
     kind: &'static str,
-) -> Node {
-    Node {
+) -> &'o mut Node {
+    // Every field spelled out (no `..Default::default()`), so the node is written straight
+    // into the vector's buffer rather than built on the stack and copied.
+    out.push(Node {
         name,
         value,
+        display: None,
         range,
-        tag: Some(number),
+        children: Vec::new(),
+        derived: false,
+        error: None,
+        tag,
         kind: Some(Cow::Borrowed(kind)),
-        ..Default::default()
-    }
+    });
+    let last = out.len() - 1;
+    &mut out[last]
 }
 
 /// Names of fields 0..=32 without a schema, and of packed elements `[0]`..`[31]`, without
@@ -270,7 +282,7 @@ impl<'p> Ctx<'p> {
         });
         while pos < end {
             let tag_start = pos;
-            let result =
+            let step =
                 read_varint(buf, pos)
                     .map_err(|e| e.reason("tag"))
                     .and_then(|(key, after_tag)| {
@@ -290,14 +302,14 @@ impl<'p> Ctx<'p> {
                             };
                         }
                         let field = plan.and_then(|p| p.field(number));
-                        self.field_at(buf, tag_start, after_tag, number, wire, field, depth)
-                            .map(|(node, next)| Step::Field(node, next))
+                        // The node goes straight into `nodes` (no moves of the large struct).
+                        self.field_at(
+                            buf, tag_start, after_tag, number, wire, field, depth, &mut nodes,
+                        )
+                        .map(Step::Next)
                     });
-            match result {
-                Ok(Step::Field(node, next)) => {
-                    nodes.push(node);
-                    pos = next;
-                }
+            match step {
+                Ok(Step::Next(next)) => pos = next,
                 Ok(Step::End(after)) => {
                     // The end-group tag of the group being decoded.
                     return Fields {
@@ -357,7 +369,8 @@ impl<'p> Ctx<'p> {
         }
     }
 
-    /// Decodes the field whose tag starts at `tag_start`; returns it and the position after.
+    /// Decodes the field whose tag starts at `tag_start` into `out`; returns the position
+    /// after it.
     #[allow(clippy::too_many_arguments)]
     fn field_at(
         self,
@@ -368,32 +381,27 @@ impl<'p> Ctx<'p> {
         wire: u8,
         field: Option<&FieldPlan>,
         depth: usize,
-    ) -> Result<(Node, usize), &'static str> {
+        out: &mut Vec<Node>,
+    ) -> Result<usize, &'static str> {
         match wire {
             WIRE_VARINT => {
                 let (v, next) = read_varint(buf, p).map_err(|e| e.reason("value"))?;
-                Ok((
-                    self.scalar_node(tag_start..next, number, wire, v, field),
-                    next,
-                ))
+                self.scalar_node(out, tag_start..next, number, wire, v, field);
+                Ok(next)
             }
             WIRE_FIXED64 => {
                 let b = read_fixed::<8>(buf, p).ok_or("truncated fixed64 value")?;
                 let next = p + 8;
                 let v = u64::from_le_bytes(b);
-                Ok((
-                    self.scalar_node(tag_start..next, number, wire, v, field),
-                    next,
-                ))
+                self.scalar_node(out, tag_start..next, number, wire, v, field);
+                Ok(next)
             }
             WIRE_FIXED32 => {
                 let b = read_fixed::<4>(buf, p).ok_or("truncated fixed32 value")?;
                 let next = p + 4;
                 let v = u64::from(u32::from_le_bytes(b));
-                Ok((
-                    self.scalar_node(tag_start..next, number, wire, v, field),
-                    next,
-                ))
+                self.scalar_node(out, tag_start..next, number, wire, v, field);
+                Ok(next)
             }
             WIRE_LEN => {
                 let (len, data_start) = read_varint(buf, p).map_err(|e| e.reason("length"))?;
@@ -402,9 +410,10 @@ impl<'p> Ctx<'p> {
                     .and_then(|l| data_start.checked_add(l))
                     .filter(|&e| e <= buf.len())
                     .ok_or("length beyond the end of the message")?;
-                let node =
-                    self.len_node(buf, tag_start, number, data_start, data_end, field, depth);
-                Ok((node, data_end))
+                self.len_node(
+                    out, buf, tag_start, number, data_start, data_end, field, depth,
+                );
+                Ok(data_end)
             }
             WIRE_START_GROUP => {
                 if depth >= MAX_DEPTH {
@@ -424,9 +433,9 @@ impl<'p> Ctx<'p> {
                 if !inner.closed {
                     return Err("group without its end-group tag");
                 }
-                let mut node = leaf(name, tag_start..inner.end, Value::None, number, "group");
-                node.children = inner.nodes;
-                Ok((node, inner.end))
+                let range = tag_start..inner.end;
+                put(out, name, range, Value::None, Some(number), "group").children = inner.nodes;
+                Ok(inner.end)
             }
             6 => Err("invalid wire type 6"),
             _ => Err("invalid wire type 7"),
@@ -436,32 +445,41 @@ impl<'p> Ctx<'p> {
     /// A varint or fixed-width field.
     fn scalar_node(
         self,
+        out: &mut Vec<Node>,
         range: Range<usize>,
         number: u64,
         wire: u8,
         raw: u64,
         field: Option<&FieldPlan>,
-    ) -> Node {
+    ) {
         if let Some(f) = field
             && scalar_wire(f.ty) == Some(wire)
         {
             let (value, display) = self.typed_scalar(f.ty, raw);
-            let mut node = leaf(Cow::Borrowed(f.name), range, value, number, ty_name(f.ty));
-            node.display = display;
-            return node;
+            let name = Cow::Borrowed(f.name);
+            put(out, name, range, value, Some(number), ty_name(f.ty)).display = display;
+            return;
         }
         let kind = match wire {
             WIRE_VARINT => "varint",
             WIRE_FIXED64 => "fixed64",
             _ => "fixed32",
         };
-        leaf(number_name(number), range, Value::UInt(raw), number, kind)
+        put(
+            out,
+            number_name(number),
+            range,
+            Value::UInt(raw),
+            Some(number),
+            kind,
+        );
     }
 
     /// A length-delimited field: typed by the schema where it says so, else guessed.
     #[allow(clippy::too_many_arguments)]
     fn len_node(
         self,
+        out: &mut Vec<Node>,
         buf: &[u8],
         tag_start: usize,
         number: u64,
@@ -469,81 +487,71 @@ impl<'p> Ctx<'p> {
         de: usize,
         field: Option<&FieldPlan>,
         depth: usize,
-    ) -> Node {
+    ) {
         let range = tag_start..de;
         let data = buf.get(ds..de).unwrap_or_default();
+        let tag = Some(number);
         if let Some(f) = field {
             let name = Cow::Borrowed(f.name);
             match f.ty {
                 Ty::String => {
-                    return match std::str::from_utf8(data) {
-                        Ok(s) => leaf(name, range, Value::Text(s.to_owned()), number, "string"),
-                        Err(_) => leaf(name, range, Value::Bytes(data.to_vec()), number, "string")
-                            .with_error("string field is not valid UTF-8"),
-                    };
+                    match std::str::from_utf8(data) {
+                        Ok(s) => {
+                            put(out, name, range, Value::Text(s.to_owned()), tag, "string");
+                        }
+                        Err(_) => {
+                            let value = Value::Bytes(data.to_vec());
+                            put(out, name, range, value, tag, "string").error =
+                                Some("string field is not valid UTF-8".to_owned());
+                        }
+                    }
+                    return;
                 }
                 Ty::Bytes => {
-                    return leaf(name, range, Value::Bytes(data.to_vec()), number, "bytes");
+                    put(out, name, range, Value::Bytes(data.to_vec()), tag, "bytes");
+                    return;
                 }
                 Ty::Message(m) if !f.group => {
-                    let mut node = leaf(name, range, Value::None, number, "message");
                     if depth >= MAX_DEPTH {
-                        node.value = Value::Bytes(data.to_vec());
-                        return node.with_error("messages nested more than 64 deep");
+                        let value = Value::Bytes(data.to_vec());
+                        put(out, name, range, value, tag, "message").error =
+                            Some("messages nested more than 64 deep".to_owned());
+                        return;
                     }
-                    node.children = self.fields(&buf[..de], ds, Some(m), depth + 1, None).nodes;
-                    if self.msg_plan(Some(m)).is_some_and(|p| p.map_entry) {
-                        node.display = map_entry_display(&node.children);
-                    }
-                    return node;
+                    let children = self.fields(&buf[..de], ds, Some(m), depth + 1, None).nodes;
+                    put(out, name, range, Value::None, tag, "message").children = children;
+                    return;
                 }
                 ty if f.list => {
-                    if let Some(node) = self.packed_typed(buf, range.clone(), number, ds, de, f, ty)
-                    {
-                        return node;
+                    if let Some(children) = self.packed_typed(buf, ds, de, ty) {
+                        let kind = packed_ty_name(ty).unwrap_or("packed");
+                        put(out, name, range, Value::None, tag, kind).children = children;
+                        return;
                     }
                 }
                 _ => {}
             }
         }
-        self.guess_len(buf, range, number, ds, de, depth)
+        self.guess_len(out, buf, range, number, ds, de, depth);
     }
 
-    /// A packed repeated scalar field with the schema's element type; None when the bytes
-    /// are not a whole number of elements.
-    #[allow(clippy::too_many_arguments)]
-    fn packed_typed(
-        self,
-        buf: &[u8],
-        range: Range<usize>,
-        number: u64,
-        ds: usize,
-        de: usize,
-        f: &FieldPlan,
-        ty: Ty,
-    ) -> Option<Node> {
-        let packed_kind = packed_ty_name(ty)?;
+    /// The elements of a packed repeated scalar field of type `ty`; None when the bytes are
+    /// not a whole number of elements.
+    fn packed_typed(self, buf: &[u8], ds: usize, de: usize, ty: Ty) -> Option<Vec<Node>> {
+        packed_ty_name(ty)?;
         let elem_kind = ty_name(ty);
         let mut children = Vec::new();
         let mut pos = ds;
         let body = buf.get(..de)?;
         match scalar_wire(ty)? {
             WIRE_VARINT => {
-                let count = body[ds..].iter().filter(|&&b| b < 0x80).count();
+                let count = body.get(ds..)?.iter().filter(|&&b| b < 0x80).count();
                 children.reserve(count);
                 while pos < de {
                     let (raw, next) = read_varint(body, pos).ok()?;
                     let (value, display) = self.typed_scalar(ty, raw);
-                    let mut n = leaf(
-                        index_name(children.len()),
-                        pos..next,
-                        value,
-                        number,
-                        elem_kind,
-                    );
-                    n.tag = None;
-                    n.display = display;
-                    children.push(n);
+                    let name = index_name(children.len());
+                    put(&mut children, name, pos..next, value, None, elem_kind).display = display;
                     pos = next;
                 }
             }
@@ -560,72 +568,53 @@ impl<'p> Ctx<'p> {
                         u64::from(u32::from_le_bytes(read_fixed::<4>(body, pos)?))
                     };
                     let (value, display) = self.typed_scalar(ty, raw);
-                    let mut n = leaf(
-                        index_name(children.len()),
-                        pos..pos + size,
-                        value,
-                        number,
-                        elem_kind,
-                    );
-                    n.tag = None;
-                    n.display = display;
-                    children.push(n);
+                    let name = index_name(children.len());
+                    let range = pos..pos + size;
+                    put(&mut children, name, range, value, None, elem_kind).display = display;
                     pos += size;
                 }
             }
         }
-        let mut node = leaf(
-            Cow::Borrowed(f.name),
-            range,
-            Value::None,
-            number,
-            packed_kind,
-        );
-        node.children = children;
-        Some(node)
+        Some(children)
     }
 
     /// Without a schema: a nested message if the bytes parse completely as one (and are not
     /// plain text), else printable UTF-8 text, else packed varints if they parse exactly,
     /// else bytes.
+    #[allow(clippy::too_many_arguments)]
     fn guess_len(
         self,
+        out: &mut Vec<Node>,
         buf: &[u8],
         range: Range<usize>,
         number: u64,
         ds: usize,
         de: usize,
         depth: usize,
-    ) -> Node {
+    ) {
         let data = buf.get(ds..de).unwrap_or_default();
         let name = number_name(number);
+        let tag = Some(number);
         let text = is_text(data);
         if depth < MAX_DEPTH && !data.is_empty() && !text && looks_like_message(data) {
-            let mut node = leaf(name, range, Value::None, number, "message");
-            node.children = self.fields(&buf[..de], ds, None, depth + 1, None).nodes;
-            return node;
-        }
-        if text {
+            let children = self.fields(&buf[..de], ds, None, depth + 1, None).nodes;
+            put(out, name, range, Value::None, tag, "message").children = children;
+        } else if text {
             // is_text checked UTF-8.
             let text = std::str::from_utf8(data).unwrap_or_default();
-            return leaf(name, range, Value::Text(text.to_owned()), number, "string");
+            put(
+                out,
+                name,
+                range,
+                Value::Text(text.to_owned()),
+                tag,
+                "string",
+            );
+        } else if let Some(children) = packed_varints(data, ds) {
+            put(out, name, range, Value::None, tag, "packed varint").children = children;
+        } else {
+            put(out, name, range, Value::Bytes(data.to_vec()), tag, "bytes");
         }
-        if let Some(children) = packed_varints(data, ds) {
-            let mut node = leaf(name, range, Value::None, number, "packed varint");
-            node.children = children;
-            return node;
-        }
-        leaf(name, range, Value::Bytes(data.to_vec()), number, "bytes")
-    }
-}
-
-fn map_entry_display(children: &[Node]) -> Option<String> {
-    let key = children.iter().rev().find(|c| c.tag == Some(1));
-    let value = children.iter().rev().find(|c| c.tag == Some(2));
-    let key = key.map_or(Cow::Borrowed(""), |k| k.display_value());
-    match value {
-        Some(v) if v.children.is_empty() => Some(format!("{key} → {}", v.display_value())),
-        _ => Some(key.into_owned()),
     }
 }
 
@@ -705,13 +694,15 @@ fn packed_varints(data: &[u8], base: usize) -> Option<Vec<Node>> {
     let mut pos = 0;
     while pos < data.len() {
         let (v, next) = read_canonical(data, pos)?;
-        children.push(Node {
-            name: index_name(children.len()),
-            value: Value::UInt(v),
-            range: base + pos..base + next,
-            kind: Some(Cow::Borrowed("varint")),
-            ..Default::default()
-        });
+        let name = index_name(children.len());
+        put(
+            &mut children,
+            name,
+            base + pos..base + next,
+            Value::UInt(v),
+            None,
+            "varint",
+        );
         pos = next;
     }
     Some(children)

@@ -40,7 +40,6 @@ pub struct FieldPlan {
 }
 
 pub struct MsgPlan {
-    pub map_entry: bool,
     /// Sorted by number.
     fields: Vec<FieldPlan>,
     /// For field numbers below its length: index into `fields` plus one (0 = none).
@@ -161,11 +160,7 @@ impl PoolPlan {
                         direct[f.number as usize] = i;
                     }
                 }
-                MsgPlan {
-                    map_entry: m.is_map_entry(),
-                    fields,
-                    direct,
-                }
+                MsgPlan { fields, direct }
             })
             .collect();
         PoolPlan {
