@@ -81,6 +81,21 @@ impl<'a> Script<'a> {
     }
 }
 
+/// A connection as a tap configured for `protocol` on route `route` would record it.
+fn labelled_connection(
+    client: &str,
+    server: &str,
+    transport: Transport,
+    opened: Timestamp,
+    protocol: &str,
+    route: &str,
+) -> Connection {
+    let mut conn = Connection::new(addr(client), addr(server), transport, opened);
+    conn.protocol = Some(protocol.into());
+    conn.route = Some(route.into());
+    conn
+}
+
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap_or(crate::capture::UNKNOWN_ADDR)
 }
@@ -116,14 +131,14 @@ fn fesl(cmd: &[u8; 4], tag: u8, number: u32, lines: &[&str], from_client: bool) 
 /// The Red Alert 3 login: FESL from Hello to GameSpyPreAuth (with one wrong password first),
 /// then the GameSpy GP login using the published test vector of the protocol notes.
 fn ra3_login(data: &mut StoreData) {
-    let mut conn = Connection::new(
-        addr("127.0.0.1:50123"),
-        addr("127.0.0.1:18800"),
+    let conn = labelled_connection(
+        "127.0.0.1:50123",
+        "127.0.0.1:18800",
         Transport::Tcp,
         at(0),
+        "fesl",
+        "fesl",
     );
-    conn.protocol = Some("fesl".into());
-    conn.route = Some("fesl".into());
     let mut s = Script::open(data, conn);
     s.send(
         C2S,
@@ -346,14 +361,14 @@ fn ra3_login(data: &mut StoreData) {
     );
     s.close(500_000, "client closed the connection");
 
-    let mut gp = Connection::new(
-        addr("127.0.0.1:50124"),
-        addr("127.0.0.1:29900"),
+    let gp = labelled_connection(
+        "127.0.0.1:50124",
+        "127.0.0.1:29900",
         Transport::Tcp,
         at(3_400),
+        "gp",
+        "gp",
     );
-    gp.protocol = Some("gp".into());
-    gp.route = Some("gp".into());
     let mut s = Script::open(data, gp);
     s.send(
         S2C,
@@ -449,14 +464,14 @@ fn sc_service(name: &str, port: u64, protocols: &[&str]) -> Pb {
 /// Star Citizen diffusion: discovery, lobby destinations, region setup and heartbeats, on
 /// the TLS entry point at 8000.
 fn sc_diffusion(data: &mut StoreData) {
-    let mut conn = Connection::new(
-        addr("127.0.0.1:50639"),
-        addr("127.0.0.1:8000"),
+    let mut conn = labelled_connection(
+        "127.0.0.1:50639",
+        "127.0.0.1:8000",
         Transport::Tcp,
         at(10_000),
+        "sc",
+        "sc-diffusion",
     );
-    conn.protocol = Some("sc".into());
-    conn.route = Some("sc-diffusion".into());
     conn.tls = Some(TlsInfo {
         sni: Some("diffusion.robertsspaceindustries.com".into()),
         alpn: None,
@@ -604,14 +619,14 @@ const HYTALE_UUID: [u8; 16] = [
 
 /// Hytale over QUIC: Connect, the mutual-authentication exchange, ping, chat and disconnect.
 fn hytale_connect(data: &mut StoreData) {
-    let mut conn = Connection::new(
-        addr("127.0.0.1:50200"),
-        addr("127.0.0.1:5520"),
+    let mut conn = labelled_connection(
+        "127.0.0.1:50200",
+        "127.0.0.1:5520",
         Transport::Quic,
         at(20_000),
+        "hytale",
+        "hytale",
     );
-    conn.protocol = Some("hytale".into());
-    conn.route = Some("hytale".into());
     conn.tls = Some(TlsInfo {
         sni: Some("play.hytale.local".into()),
         alpn: Some("hytale/2".into()),
