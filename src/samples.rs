@@ -13,6 +13,9 @@ use crate::capture::{
     Connection, ConnectionId, Direction, NewPacket, PacketFlags, StoreData, Timestamp, TlsInfo,
     Transport,
 };
+use crate::dissect::fesl as fesl_codec;
+use crate::dissect::gp;
+use crate::dissect::hytale;
 
 /// 2025-08-07T22:53:52Z, the day of the Star Citizen tools' example capture.
 const BASE_SECS: i64 = 1_754_607_232;
@@ -108,24 +111,19 @@ fn plus_micros(t: Timestamp, micros: i64) -> Timestamp {
     Timestamp(t.0 + micros * 1000)
 }
 
+/// One GP message of a script: direction, delay in µs, label, key/value pairs.
+type ScriptedGp<'a> = (Direction, i64, &'a str, &'a [(&'a str, &'a str)]);
+
 const C2S: Direction = Direction::ClientToServer;
 const S2C: Direction = Direction::ServerToClient;
 
-/// One FESL packet: 12-byte big-endian header, then `key=value` lines and a NUL. Clients end
-/// the text with `\n\0`, retail servers put the NUL straight after the last value.
+/// One FESL packet, written by the FESL codec. `lines` are `key=value` as they read on the
+/// wire (quoted, percent-escaped); the codec parses them and writes them back, so samples
+/// and the emulator share one encoder.
 fn fesl(cmd: &[u8; 4], tag: u8, number: u32, lines: &[&str], from_client: bool) -> Vec<u8> {
-    let mut text = lines.join("\n");
-    if from_client {
-        text.push('\n');
-    }
-    let size = 12 + text.len() + 1;
-    let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(cmd);
-    out.extend_from_slice(&((u32::from(tag) << 24) | (number & 0xFF_FFFF)).to_be_bytes());
-    out.extend_from_slice(&(size as u32).to_be_bytes());
-    out.extend_from_slice(text.as_bytes());
-    out.push(0);
-    out
+    let pairs = fesl_codec::parse_text(lines.join("\n").as_bytes()).unwrap_or_default();
+    let tag = fesl_codec::Tag::from_u8(tag).unwrap_or(fesl_codec::Tag::SingleServer);
+    fesl_codec::write_packet(cmd, tag, number, &pairs, from_client)
 }
 
 /// The Red Alert 3 login: FESL from Hello to GameSpyPreAuth (with one wrong password first),
@@ -370,40 +368,62 @@ fn ra3_login(data: &mut StoreData) {
         "gp",
     );
     let mut s = Script::open(data, gp);
-    s.send(
-        S2C,
-        700,
-        "gp lc 1",
-        b"\\lc\\1\\challenge\\ABCDEFGHIJ\\id\\1\\final\\".to_vec(),
+    // The published test vector of the protocol notes: the FESL challenge is the password.
+    let (fesl_challenge, ticket) = (
+        "abcdefgh",
+        "MTAwMDAwMXwyMDAwMDAxfER1bW15U2VjcmV0VG9rZW4xMjM=",
     );
-    s.send(
-        C2S,
-        40_000,
-        "gp login",
-        concat!(
-            "\\login\\\\challenge\\a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6",
-            "\\authtoken\\MTAwMDAwMXwyMDAwMDAxfER1bW15U2VjcmV0VG9rZW4xMjM=",
-            "\\partnerid\\0\\response\\98eca380e91ea22929e8d97c771bd5c1",
-            "\\firewall\\1\\port\\0\\productid\\11419\\gamename\\redalert3pc",
-            "\\namespaceid\\1\\sdkrevision\\3\\quiet\\0\\id\\1\\final\\",
-        )
-        .as_bytes()
-        .to_vec(),
-    );
-    s.send(
-        S2C,
-        6_000,
-        "gp lc 2",
-        concat!(
-            "\\lc\\2\\sesskey\\51437\\proof\\b45781b2880edefccf21cb5a3b5b6c93",
-            "\\userid\\1000001\\profileid\\2000001\\uniquenick\\Commander",
-            "\\lt\\Rk9PQkFSYmF6cXV4MTIzNDU2Nzg5MA__\\id\\1\\final\\",
-        )
-        .as_bytes()
-        .to_vec(),
-    );
-    s.send(C2S, 60_000_000, "gp ka", b"\\ka\\\\final\\".to_vec());
-    s.send(S2C, 900, "gp ka", b"\\ka\\\\final\\".to_vec());
+    let (server_chal, client_chal) = ("ABCDEFGHIJ", "a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6");
+    let response = gp::gp_response(fesl_challenge, ticket, client_chal, server_chal);
+    let proof = gp::gp_proof(fesl_challenge, ticket, client_chal, server_chal);
+    let messages: [ScriptedGp; 5] = [
+        (
+            S2C,
+            700,
+            "gp lc 1",
+            &[("lc", "1"), ("challenge", server_chal), ("id", "1")],
+        ),
+        (
+            C2S,
+            40_000,
+            "gp login",
+            &[
+                ("login", ""),
+                ("challenge", client_chal),
+                ("authtoken", ticket),
+                ("partnerid", "0"),
+                ("response", &response),
+                ("firewall", "1"),
+                ("port", "0"),
+                ("productid", "11419"),
+                ("gamename", "redalert3pc"),
+                ("namespaceid", "1"),
+                ("sdkrevision", "3"),
+                ("quiet", "0"),
+                ("id", "1"),
+            ],
+        ),
+        (
+            S2C,
+            6_000,
+            "gp lc 2",
+            &[
+                ("lc", "2"),
+                ("sesskey", "51437"),
+                ("proof", &proof),
+                ("userid", "1000001"),
+                ("profileid", "2000001"),
+                ("uniquenick", "Commander"),
+                ("lt", "Rk9PQkFSYmF6cXV4MTIzNDU2Nzg5MA__"),
+                ("id", "1"),
+            ],
+        ),
+        (C2S, 60_000_000, "gp ka", &[("ka", "")]),
+        (S2C, 900, "gp ka", &[("ka", "")]),
+    ];
+    for (dir, after, label, pairs) in messages {
+        s.send(dir, after, label, gp::write_message(pairs));
+    }
 }
 
 /// Minimal protobuf writer for the diffusion samples (field numbers from the notes).
@@ -577,42 +597,6 @@ fn sc_diffusion(data: &mut StoreData) {
 }
 
 /// Hytale frame: payload length (i32 LE), packet id (i32 LE), payload.
-fn hytale_frame(id: i32, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + payload.len());
-    out.extend_from_slice(&(payload.len() as i32).to_le_bytes());
-    out.extend_from_slice(&id.to_le_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-fn var_string(out: &mut Vec<u8>, s: &[u8]) {
-    put_varint(out, s.len() as u64);
-    out.extend_from_slice(s);
-}
-
-/// A packet with a null-bit byte, a fixed part, and several variable fields reached through
-/// a table of i32 offsets (relative to the variable block, -1 when absent).
-fn hytale_with_offsets(null_bits: u8, fixed: &[u8], fields: &[Option<&[u8]>]) -> Vec<u8> {
-    let mut out = vec![null_bits];
-    out.extend_from_slice(fixed);
-    let mut block = Vec::new();
-    let mut offsets = Vec::new();
-    for field in fields {
-        match field {
-            Some(bytes) => {
-                offsets.push(block.len() as i32);
-                var_string(&mut block, bytes);
-            }
-            None => offsets.push(-1),
-        }
-    }
-    for o in offsets {
-        out.extend_from_slice(&o.to_le_bytes());
-    }
-    out.extend_from_slice(&block);
-    out
-}
-
 const HYTALE_UUID: [u8; 16] = [
     0x6f, 0x1d, 0x2c, 0x3b, 0x4a, 0x59, 0x4e, 0x68, 0x97, 0x86, 0x75, 0x64, 0x53, 0x42, 0x31, 0x20,
 ];
@@ -634,71 +618,74 @@ fn hytale_connect(data: &mut StoreData) {
         cipher: Some("TLS13_AES_128_GCM_SHA256".into()),
     });
     let mut s = Script::open(data, conn);
-    let identity = b"eyJhbGciOiJFZERTQSIsImtpZCI6ImdhbWV3aXJlLTEifQ.eyJzdWIiOiI2ZjFkMmMzYi00YTU5LTRlNjgtOTc4Ni03NTY0NTM0MjMxMjAiLCJzY29wZSI6Imh5dGFsZTpjbGllbnQiLCJwcm9maWxlIjp7InVzZXJuYW1lIjoiQnVpbGRlciJ9fQ.c2lnbmF0dXJl";
-    let mut fixed = Vec::new();
-    fixed.extend_from_slice(&0x1B2C_3D4Ei32.to_le_bytes()); // protocolCrc
-    fixed.extend_from_slice(&25i32.to_le_bytes()); // protocolBuildNumber
-    let mut version = [0u8; 20];
-    version[..10].copy_from_slice(b"2026.01.15");
-    fixed.extend_from_slice(&version);
-    fixed.push(0); // clientType: game
-    fixed.extend_from_slice(&HYTALE_UUID);
-    let connect = hytale_with_offsets(
-        0b001,
-        &fixed,
-        &[Some(b"Builder"), Some(identity), Some(b"en_US"), None, None],
-    );
-    s.send(C2S, 3_000, "Connect", hytale_frame(0, &connect));
-    let grant = hytale_with_offsets(
-        0b11,
-        &[],
-        &[
-            Some(b"grant.eyJhdWQiOiJnYW1ld2lyZSJ9"),
-            Some(b"server-identity.eyJzdWIiOiJwcm94eSJ9"),
-        ],
-    );
-    s.send(S2C, 40_000, "AuthGrant", hytale_frame(11, &grant));
-    let token = hytale_with_offsets(
-        0b11,
-        &[],
-        &[
-            Some(b"access.eyJjbmYiOnsieDV0I1MyNTYiOiJhYmMifX0"),
-            Some(b"server-grant.eyJhdWQiOiJwcm94eSJ9"),
-        ],
-    );
-    s.send(C2S, 35_000, "AuthToken", hytale_frame(12, &token));
-    let server_token = hytale_with_offsets(
-        0b01,
-        &[],
-        &[Some(b"server-access.eyJhdWQiOiJjbGllbnQifQ"), None],
-    );
-    s.send(
-        S2C,
-        30_000,
-        "ServerAuthToken",
-        hytale_frame(13, &server_token),
-    );
-    let mut ping = vec![0u8];
-    ping.extend_from_slice(&1i32.to_le_bytes());
-    ping.extend_from_slice(&(BASE_SECS + 20).to_le_bytes());
-    ping.extend_from_slice(&125_000_000i32.to_le_bytes());
-    for v in [0i32, 0, 0] {
-        ping.extend_from_slice(&v.to_le_bytes());
+    let identity = "eyJhbGciOiJFZERTQSIsImtpZCI6ImdhbWV3aXJlLTEifQ.eyJzdWIiOiI2ZjFkMmMzYi00YTU5LTRlNjgtOTc4Ni03NTY0NTM0MjMxMjAiLCJzY29wZSI6Imh5dGFsZTpjbGllbnQiLCJwcm9maWxlIjp7InVzZXJuYW1lIjoiQnVpbGRlciJ9fQ.c2lnbmF0dXJl";
+    let connect = hytale::Connect {
+        protocol_crc: 0x1B2C_3D4E,
+        protocol_build_number: 25,
+        client_version: "2026.01.15".into(),
+        client_type: 0,
+        uuid: HYTALE_UUID,
+        username: "Builder".into(),
+        identity_token: Some(identity.into()),
+        language: "en_US".into(),
+        referral_data: None,
+        referral_source: None,
+    };
+    // The builders only fail on values over a field's limit, which these are not.
+    let packets = [
+        (C2S, 3_000, "Connect", connect.build()),
+        (
+            S2C,
+            40_000,
+            "AuthGrant",
+            hytale::auth_grant(
+                Some("grant.eyJhdWQiOiJnYW1ld2lyZSJ9"),
+                Some("server-identity.eyJzdWIiOiJwcm94eSJ9"),
+            ),
+        ),
+        (
+            C2S,
+            35_000,
+            "AuthToken",
+            hytale::auth_token(
+                Some("access.eyJjbmYiOnsieDV0I1MyNTYiOiJhYmMifX0"),
+                Some("server-grant.eyJhdWQiOiJwcm94eSJ9"),
+            ),
+        ),
+        (
+            S2C,
+            30_000,
+            "ServerAuthToken",
+            hytale::server_auth_token(Some("server-access.eyJhdWQiOiJjbGllbnQifQ"), None),
+        ),
+        (
+            S2C,
+            500_000,
+            "Ping",
+            hytale::ping(1, BASE_SECS + 20, 125_000_000, [0, 0, 0]),
+        ),
+        (
+            C2S,
+            12_000,
+            "Pong",
+            hytale::pong(1, BASE_SECS + 20, 125_000_000, 0, 0),
+        ),
+        (
+            C2S,
+            2_000_000,
+            "ChatMessage",
+            hytale::chat_message("hello from gamewire ✓"),
+        ),
+        (
+            C2S,
+            5_000_000,
+            "Disconnect",
+            hytale::disconnect(0, "Client disconnected"),
+        ),
+    ];
+    for (dir, after, label, bytes) in packets {
+        s.send(dir, after, label, bytes.unwrap_or_default());
     }
-    s.send(S2C, 500_000, "Ping", hytale_frame(2, &ping));
-    let mut pong = vec![0u8];
-    pong.extend_from_slice(&1i32.to_le_bytes());
-    pong.extend_from_slice(&(BASE_SECS + 20).to_le_bytes());
-    pong.extend_from_slice(&125_000_000i32.to_le_bytes());
-    pong.push(0);
-    pong.extend_from_slice(&0i16.to_le_bytes());
-    s.send(C2S, 12_000, "Pong", hytale_frame(3, &pong));
-    let mut chat = vec![0u8];
-    var_string(&mut chat, "hello from gamewire ✓".as_bytes());
-    s.send(C2S, 2_000_000, "ChatMessage", hytale_frame(211, &chat));
-    let mut bye = vec![0u8, 0u8];
-    var_string(&mut bye, b"Client disconnected");
-    s.send(C2S, 5_000_000, "Disconnect", hytale_frame(1, &bye));
     s.close(1_000, "client closed the connection");
 }
 

@@ -158,26 +158,16 @@ fn sniff_file(path: &Path) -> Result<Format, FileError> {
         path: path.display().to_string(),
         source,
     };
-    let mut head = [0u8; 64];
-    let mut file = std::fs::File::open(path).map_err(io_err)?;
-    let mut got = 0;
-    loop {
-        let n = file.read(&mut head[got..]).map_err(io_err)?;
-        if n == 0 {
-            break;
-        }
-        got += n;
-        if got == head.len() {
-            break;
-        }
-    }
-    Format::sniff(&head[..got]).ok_or_else(|| FileError::UnknownFormat {
+    let mut head = Vec::with_capacity(64);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(64).read_to_end(&mut head))
+        .map_err(io_err)?;
+    Format::sniff(&head).ok_or_else(|| FileError::UnknownFormat {
         path: path.display().to_string(),
-        start: if got == 0 {
+        start: if head.is_empty() {
             "nothing: the file is empty".into()
         } else {
-            let shown = &head[..got.min(8)];
-            format!("{} \"{}\"", hex::encode(shown), super::ascii_preview(shown))
+            super::model::describe_start(&head)
         },
     })
 }

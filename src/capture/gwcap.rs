@@ -379,7 +379,7 @@ pub fn read_from(mut input: impl Read, total_len: u64, path: &Path) -> Result<Lo
     if header[..magic_len] != MAGIC[..magic_len] {
         return Err(GwcapError::NotGwcap {
             path: path.to_owned(),
-            found: describe_start(&header[..got]),
+            found: super::model::describe_start(&header[..got]),
         });
     }
     if got < header.len() {
@@ -481,15 +481,6 @@ fn read_up_to(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(filled)
-}
-
-fn describe_start(bytes: &[u8]) -> String {
-    let shown = &bytes[..bytes.len().min(8)];
-    format!(
-        "{} \"{}\"",
-        hex::encode(shown),
-        super::model::ascii_preview(shown)
-    )
 }
 
 struct Cursor<'a> {

@@ -360,6 +360,13 @@ pub fn ascii_preview(data: &[u8]) -> String {
         .collect()
 }
 
+/// The first bytes of a file that is not what it claims to be, for error messages:
+/// `7f454c46 ".ELF"`.
+pub fn describe_start(bytes: &[u8]) -> String {
+    let shown = &bytes[..bytes.len().min(8)];
+    format!("{} \"{}\"", hex::encode(shown), ascii_preview(shown))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

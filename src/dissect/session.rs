@@ -42,8 +42,7 @@ pub fn decode_capture(
             continue;
         };
         out.protocols.insert(conn.id, dissector.name());
-        for mut decoded in decode_connection(dissector.as_ref(), ctx, data.packets_of(conn.id)) {
-            annotate_tokens(&mut decoded, ctx);
+        for decoded in decode_connection(dissector.as_ref(), ctx, data.packets_of(conn.id)) {
             out.messages
                 .entry(decoded.packet)
                 .or_default()
@@ -51,15 +50,6 @@ pub fn decode_capture(
         }
     }
     out
-}
-
-/// JWTs can sit in any protocol's strings (headers, JSON, FESL values, Hytale tokens), so
-/// they are decoded in one pass over every tree rather than by each dissector.
-fn annotate_tokens(decoded: &mut Decoded, ctx: &Context) {
-    super::jwt::annotate(&mut decoded.message.tree, &decoded.bytes, &ctx.jwt_keys);
-    for buffer in &mut decoded.message.derived {
-        super::jwt::annotate(&mut buffer.tree, &buffer.bytes, &ctx.jwt_keys);
-    }
 }
 
 fn choose(

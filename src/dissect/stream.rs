@@ -41,7 +41,19 @@ pub fn decode_connection<'a>(
     }
     c2s.finish(Direction::ClientToServer, &mut out);
     s2c.finish(Direction::ServerToClient, &mut out);
+    for decoded in &mut out {
+        annotate_tokens(decoded, ctx);
+    }
     out
+}
+
+/// JWTs can sit in any protocol's strings (headers, JSON, FESL values, Hytale tokens), so
+/// they are decoded in one pass over every tree here rather than by each dissector.
+fn annotate_tokens(decoded: &mut Decoded, ctx: &Context) {
+    super::jwt::annotate(&mut decoded.message.tree, &decoded.bytes, &ctx.jwt_keys);
+    for buffer in &mut decoded.message.derived {
+        super::jwt::annotate(&mut buffer.tree, &buffer.bytes, &ctx.jwt_keys);
+    }
 }
 
 /// The buffered bytes of one direction.
@@ -76,11 +88,14 @@ impl DirectionStream {
         }
         self.origins.push((id, self.pending.len() as isize));
         self.pending.extend_from_slice(data);
-        let pending = std::mem::take(&mut self.pending);
+        let mut pending = std::mem::take(&mut self.pending);
         let origins = std::mem::take(&mut self.origins);
         let used = self.drain(&pending, dir, out, |at| locate(&origins, at));
         if used < pending.len() {
-            self.pending = pending[used..].to_vec();
+            // Keep the buffer rather than copy its tail: a large message arriving in many
+            // small packets would otherwise be copied once per packet.
+            pending.drain(..used);
+            self.pending = pending;
             let shift = used as isize;
             // Keep the packet holding the new first byte and every later one.
             let first = origins.iter().rposition(|&(_, b)| b <= shift).unwrap_or(0);

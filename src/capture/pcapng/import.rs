@@ -31,15 +31,6 @@ pub(super) fn import_named(
     importer.finish()
 }
 
-fn describe_start(bytes: &[u8]) -> String {
-    let shown = &bytes[..bytes.len().min(8)];
-    format!(
-        "{} \"{}\"",
-        hex::encode(shown),
-        crate::capture::model::ascii_preview(shown)
-    )
-}
-
 fn read_blocks<'a>(bytes: &'a [u8], imp: &mut Importer<'a>) -> Result<(), PcapngError> {
     if bytes.is_empty() {
         return Err(imp.error(0, "empty file, not a pcapng capture".into()));
@@ -49,7 +40,7 @@ fn read_blocks<'a>(bytes: &'a [u8], imp: &mut Importer<'a>) -> Result<(), Pcapng
             0,
             format!(
                 "not a pcapng file (it starts with {})",
-                describe_start(bytes)
+                crate::capture::model::describe_start(bytes)
             ),
         ));
     }
