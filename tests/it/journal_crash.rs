@@ -58,7 +58,12 @@ fn kill_9_loses_at_most_the_last_second() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("crash.gwcap");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "writer_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "journal_crash::writer_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, &path)
         .stdout(Stdio::piped())
         .spawn()

@@ -1,6 +1,6 @@
 //! The command line as scripts use it: real binary, real files, exit codes and messages.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,6 +1,6 @@
 //! The native capture file: lossless round trips, and recovery from every kind of damage.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

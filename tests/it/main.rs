@@ -1,0 +1,21 @@
+//! All integration tests in one binary: each test file used to link its own copy of the
+//! crate and the GUI stack (hundreds of MB apiece), which filled CI's disk.
+
+mod common;
+
+mod architecture;
+mod cli;
+mod dissect_fesl;
+mod dissect_gp;
+mod dissect_http1;
+mod dissect_http2_grpc;
+mod dissect_hytale;
+mod dissect_json_jwt;
+mod dissect_protobuf;
+mod dissect_sc;
+#[cfg(feature = "gui")]
+mod gui;
+mod gwcap;
+mod journal_crash;
+mod pcapng;
+mod sdjson;
