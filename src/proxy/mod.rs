@@ -1,0 +1,12 @@
+//! Interception: the certificate authority, the HTTP(S) forward proxy and protocol taps.
+//! Everything here records through [`record::Recorder`]; nothing here knows about the GUI.
+
+pub mod record;
+
+pub use record::{CaptureEvent, ConnRecorder, Recorder};
+
+/// Every TLS config in gamewire is built with this provider explicitly: two providers are
+/// linked (ring, and aws-lc through hudsucker's client), so rustls cannot pick one itself.
+pub fn crypto_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::ring::default_provider())
+}
