@@ -6,6 +6,7 @@
 
 mod convert;
 mod inspect;
+mod serve;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ pub enum Command {
         /// A capture to open (.gwcap, .sd.json or .pcapng).
         file: Option<PathBuf>,
     },
+    /// Run the proxy, taps and emulated servers without the GUI, logging each message.
+    Serve(serve::Args),
     /// List the connections and packets of a capture file.
     Inspect(inspect::Args),
     /// Convert a capture between formats, chosen by the file extensions.
@@ -64,8 +67,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
         }
     };
-    init_logging();
+    // `serve` installs its own logging (console plus a file per route).
+    if !matches!(cli.command, Some(Command::Serve(_))) {
+        init_logging();
+    }
     let result = match cli.command {
+        Some(Command::Serve(args)) => serve::run(args),
         None => run_gui(None),
         Some(Command::Gui { file }) => run_gui(file),
         Some(Command::Inspect(args)) => inspect::run(args),

@@ -1,2 +1,268 @@
 //! Owns the tokio runtime; starts the proxy, taps and emulated servers from configuration,
 //! merges their events into the capture and takes commands from the CLI and the GUI.
+//!
+//! The GUI and the CLI use only [`Engine`]'s methods and its event streams; they never touch
+//! sockets or the database themselves.
+
+pub mod config;
+pub mod live;
+pub mod logs;
+mod routes;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::capture::{CaptureStore, ConnectionId, Direction, files};
+use crate::dissect::Node;
+use crate::dissect::registry::Registry;
+use crate::proxy::intercept::{Decision, Held, HoldId, InterceptEvent, Interceptor, Rule};
+use crate::proxy::resolve::UpstreamResolver;
+use crate::proxy::{CaptureEvent, Recorder};
+
+pub use config::Config;
+pub use routes::{RouteKind, RouteState, RouteStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("no route is named {0:?}")]
+    UnknownRoute(String),
+    #[error("route {route}: cannot listen on {addr}: {reason}")]
+    Bind {
+        route: String,
+        addr: SocketAddr,
+        reason: String,
+    },
+    #[error("route {route}: {reason}")]
+    Route { route: String, reason: String },
+    #[error("{0}")]
+    Intercept(#[from] crate::proxy::intercept::InterceptError),
+    #[error("cannot re-encode the edited message: {0}")]
+    Encode(String),
+    #[error("capture: {0}")]
+    Capture(String),
+}
+
+/// How the engine was asked to start.
+#[derive(Clone, Debug, Default)]
+pub struct StartOptions {
+    /// Journal the capture to this `.gwcap` file as traffic arrives.
+    pub capture: Option<PathBuf>,
+}
+
+pub(crate) struct Shared {
+    pub config: Config,
+    pub recorder: Recorder,
+    pub interceptor: Arc<Interceptor>,
+    pub resolver: Option<UpstreamResolver>,
+    pub registry: Registry,
+    pub routes: Mutex<Vec<routes::Route>>,
+    pub shutdown: CancellationToken,
+}
+
+pub struct Engine {
+    runtime: Option<tokio::runtime::Runtime>,
+    shared: Arc<Shared>,
+}
+
+impl Engine {
+    /// Starts every enabled route. A route that cannot start (a port in use) is reported in
+    /// [`Engine::routes`] and the log; the others run.
+    pub fn start(config: Config, options: StartOptions) -> Result<Engine, EngineError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("gamewire-engine")
+            .build()
+            .map_err(EngineError::Runtime)?;
+        let store = Arc::new(CaptureStore::new());
+        if let Some(path) = &options.capture {
+            store
+                .journal_to(path, Duration::from_millis(250))
+                .map_err(|e| EngineError::Capture(format!("{}: {e}", path.display())))?;
+        }
+        let interceptor = Arc::new(Interceptor::new());
+        interceptor.set_rules(config.breakpoints.rules.clone());
+        interceptor.set_hold_timeout(Duration::from_secs(config.breakpoints.hold_timeout_secs));
+        let resolver = {
+            let _guard = runtime.enter();
+            match UpstreamResolver::new(&config.dns.servers) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!("{e}; upstream names resolve through the system instead");
+                    None
+                }
+            }
+        };
+        let shared = Arc::new(Shared {
+            routes: Mutex::new(routes::from_config(&config)),
+            config,
+            recorder: Recorder::new(store),
+            interceptor,
+            resolver,
+            registry: Registry::standard(),
+            shutdown: CancellationToken::new(),
+        });
+        let engine = Engine {
+            runtime: Some(runtime),
+            shared,
+        };
+        let names: Vec<String> = engine.routes().into_iter().map(|r| r.name).collect();
+        for name in names {
+            if !engine
+                .shared
+                .routes
+                .lock()
+                .iter()
+                .any(|r| r.name == name && r.enabled)
+            {
+                continue;
+            }
+            if let Err(e) = engine.start_route(&name) {
+                tracing::error!(route = %name, "{e}");
+            }
+        }
+        Ok(engine)
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        // Only `shutdown` takes the runtime, and it consumes the engine.
+        self.runtime
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("the runtime lives until shutdown"))
+    }
+
+    /// For callers that want to run their own tasks beside the engine's.
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.runtime().handle().clone()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    pub fn store(&self) -> &Arc<CaptureStore> {
+        self.shared.recorder.store()
+    }
+
+    pub fn subscribe_capture(&self) -> broadcast::Receiver<CaptureEvent> {
+        self.shared.recorder.subscribe()
+    }
+
+    pub fn subscribe_intercept(&self) -> broadcast::Receiver<InterceptEvent> {
+        self.shared.interceptor.subscribe()
+    }
+
+    pub fn routes(&self) -> Vec<RouteStatus> {
+        self.shared
+            .routes
+            .lock()
+            .iter()
+            .map(|r| r.status())
+            .collect()
+    }
+
+    /// Binds the route's port and starts it; returns the address it listens on.
+    pub fn start_route(&self, name: &str) -> Result<SocketAddr, EngineError> {
+        self.runtime().block_on(routes::start(&self.shared, name))
+    }
+
+    pub fn stop_route(&self, name: &str) -> Result<(), EngineError> {
+        routes::stop(&self.shared, name)
+    }
+
+    pub fn set_breakpoints(&self, rules: Vec<Rule>) {
+        self.shared.interceptor.set_rules(rules);
+    }
+
+    pub fn breakpoints(&self) -> Vec<Rule> {
+        self.shared.interceptor.rules()
+    }
+
+    pub fn set_hold_timeout(&self, timeout: Duration) {
+        self.shared.interceptor.set_hold_timeout(timeout);
+    }
+
+    pub fn held(&self) -> Vec<Held> {
+        self.shared.interceptor.held()
+    }
+
+    pub fn decide(&self, id: HoldId, decision: Decision) -> Result<(), EngineError> {
+        Ok(self.shared.interceptor.decide(id, decision)?)
+    }
+
+    /// Forwards a held message edited as a tree: re-encoded by the route's dissector, with
+    /// lengths fixed up.
+    pub fn forward_edited_tree(&self, id: HoldId, tree: &Node) -> Result<(), EngineError> {
+        let held = self
+            .held()
+            .into_iter()
+            .find(|h| h.id == id)
+            .ok_or(crate::proxy::intercept::InterceptError::UnknownHold(id))?;
+        let bytes = self.encode_for_route(&held.route, tree)?;
+        self.decide(id, Decision::ForwardEdited(bytes))
+    }
+
+    /// Encodes a message tree with the dissector of `route`.
+    pub fn encode_for_route(&self, route: &str, tree: &Node) -> Result<Vec<u8>, EngineError> {
+        let dissector = self
+            .shared
+            .routes
+            .lock()
+            .iter()
+            .find(|r| r.name == route)
+            .and_then(|r| r.dissector.clone())
+            .and_then(|d| self.shared.registry.get(&d))
+            .ok_or_else(|| EngineError::Encode(format!("route {route} has no dissector")))?;
+        dissector
+            .encode(tree)
+            .map_err(|e| EngineError::Encode(e.to_string()))
+    }
+
+    /// Sends bytes into a live connection, towards the server (`ClientToServer`) or the
+    /// client. Recorded as injected.
+    pub fn inject(
+        &self,
+        connection: ConnectionId,
+        direction: Direction,
+        bytes: Vec<u8>,
+    ) -> Result<(), EngineError> {
+        let interceptor = self.shared.interceptor.clone();
+        Ok(self
+            .runtime()
+            .block_on(interceptor.inject(connection, direction, bytes))?)
+    }
+
+    pub fn live_connections(&self) -> Vec<ConnectionId> {
+        self.shared.interceptor.live_connections()
+    }
+
+    /// Writes the capture so far to a file (format from the extension).
+    pub fn save(&self, path: &Path) -> Result<(), EngineError> {
+        let data = self.store().read();
+        files::save(&data, path)
+            .map(|_| ())
+            .map_err(|e| EngineError::Capture(format!("{}: {e}", path.display())))
+    }
+
+    /// Stops every route, flushes the capture journal and ends the runtime.
+    pub fn shutdown(mut self) -> Result<(), EngineError> {
+        self.shared.shutdown.cancel();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+        let store = self.shared.recorder.store();
+        if store.read().is_journaling() {
+            store
+                .stop_journal()
+                .map_err(|e| EngineError::Capture(e.to_string()))?;
+        }
+        Ok(())
+    }
+}

@@ -1,7 +1,11 @@
 //! Interception: the certificate authority, the HTTP(S) forward proxy and protocol taps.
 //! Everything here records through [`record::Recorder`]; nothing here knows about the GUI.
 
+pub mod intercept;
 pub mod record;
+pub mod resolve;
+pub mod tap;
+pub mod tls;
 
 pub use record::{CaptureEvent, ConnRecorder, Recorder};
 

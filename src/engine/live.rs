@@ -1,0 +1,122 @@
+//! Decodes traffic as it is recorded, for the live log: one line per message with its route,
+//! direction, label and size.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::capture::{CaptureStore, ConnectionId, Direction};
+use crate::dissect::registry::Registry;
+use crate::dissect::stream::{Decoded, DirectionStream};
+use crate::dissect::{Context, Dissector};
+use crate::proxy::CaptureEvent;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageLine {
+    pub route: String,
+    pub connection: ConnectionId,
+    pub direction: Direction,
+    pub label: String,
+    pub size: usize,
+    pub flags: String,
+}
+
+impl std::fmt::Display for MessageLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<10} #{:<5} {} {:<32} {:>7} B",
+            self.route,
+            self.connection.0,
+            self.direction.arrow(),
+            self.label,
+            self.size
+        )?;
+        if !self.flags.is_empty() {
+            write!(f, "  [{}]", self.flags)?;
+        }
+        Ok(())
+    }
+}
+
+struct ConnDecode {
+    route: String,
+    streams: Option<(DirectionStream, DirectionStream)>,
+}
+
+pub struct LiveDecoder {
+    registry: Registry,
+    context: Context,
+    connections: HashMap<ConnectionId, ConnDecode>,
+}
+
+impl LiveDecoder {
+    pub fn new(registry: Registry, context: Context) -> Self {
+        LiveDecoder {
+            registry,
+            context,
+            connections: HashMap::new(),
+        }
+    }
+
+    pub fn on_event(&mut self, store: &CaptureStore, event: &CaptureEvent) -> Vec<MessageLine> {
+        match event {
+            CaptureEvent::Closed(id) => {
+                self.connections.remove(id);
+                Vec::new()
+            }
+            CaptureEvent::Packet {
+                id,
+                connection,
+                direction,
+                flags,
+                ..
+            } => {
+                let data = store.read();
+                let (Some(packet), Some(conn)) = (data.packet(*id), data.connection(*connection))
+                else {
+                    return Vec::new();
+                };
+                let entry = self.connections.entry(*connection).or_insert_with(|| {
+                    let dissector: Option<Arc<dyn Dissector>> =
+                        self.registry
+                            .choose(conn, &[(packet.direction, packet.data)], None);
+                    ConnDecode {
+                        route: conn.route.clone().unwrap_or_default(),
+                        streams: dissector.map(|d| {
+                            let (c, s) = d.connection_decoders(&self.context);
+                            (DirectionStream::new(c), DirectionStream::new(s))
+                        }),
+                    }
+                });
+                let flags = flags.to_string();
+                let Some((c2s, s2c)) = &mut entry.streams else {
+                    return vec![MessageLine {
+                        route: entry.route.clone(),
+                        connection: *connection,
+                        direction: *direction,
+                        label: "(no dissector)".into(),
+                        size: packet.data.len(),
+                        flags,
+                    }];
+                };
+                let stream = match direction {
+                    Direction::ClientToServer => c2s,
+                    Direction::ServerToClient => s2c,
+                };
+                let mut out: Vec<Decoded> = Vec::new();
+                stream.push(*id, packet.data, *direction, &mut out);
+                out.into_iter()
+                    .map(|d| MessageLine {
+                        route: entry.route.clone(),
+                        connection: *connection,
+                        direction: d.direction,
+                        label: d.message.label,
+                        size: d.bytes.len(),
+                        flags: flags.clone(),
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+}
