@@ -59,9 +59,10 @@ impl Rule {
 }
 
 fn field_matches(node: &Node, field: &str, want: Option<&str>) -> bool {
-    if node.name == field
-        && want.is_none_or(|w| node.value.render() == w || node.display_value() == w)
-    {
+    let value_is = |w: &str| {
+        node.value.as_text() == Some(w) || node.value.render() == w || node.display_value() == w
+    };
+    if node.name == field && want.is_none_or(value_is) {
         return true;
     }
     node.children.iter().any(|c| field_matches(c, field, want))

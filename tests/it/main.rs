@@ -13,9 +13,11 @@ mod dissect_hytale;
 mod dissect_json_jwt;
 mod dissect_protobuf;
 mod dissect_sc;
+mod engine_taps;
 #[cfg(feature = "gui")]
 mod gui;
 mod gwcap;
 mod journal_crash;
 mod pcapng;
 mod sdjson;
+mod serve;
