@@ -144,15 +144,19 @@ pub(crate) fn stop(shared: &Arc<Shared>, name: &str) -> Result<(), EngineError> 
 async fn bind(name: &str, addr: SocketAddr) -> Result<TcpListener, EngineError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|e| EngineError::Bind {
-            route: name.to_string(),
-            addr,
-            reason: if e.kind() == std::io::ErrorKind::AddrInUse {
-                "the port is already in use (another gamewire, or another program?)".to_string()
-            } else {
-                e.to_string()
-            },
-        })
+        .map_err(|e| bind_error(name, addr, e))
+}
+
+fn bind_error(name: &str, addr: SocketAddr, e: std::io::Error) -> EngineError {
+    EngineError::Bind {
+        route: name.to_string(),
+        addr,
+        reason: if e.kind() == std::io::ErrorKind::AddrInUse {
+            "the port is already in use (another gamewire, or another program?)".to_string()
+        } else {
+            e.to_string()
+        },
+    }
 }
 
 async fn launch(
@@ -166,8 +170,25 @@ async fn launch(
     match spec {
         Spec::Tap(tap_config) => {
             let settings = Arc::new(tap_settings(shared, &tap_config)?);
+            let tap_shared = TapShared {
+                recorder: shared.recorder.clone(),
+                interceptor: shared.interceptor.clone(),
+                resolver: shared.resolver.clone(),
+            };
             match tap_config.transport {
                 TapTransport::Tcp => {}
+                TapTransport::Udp => {
+                    let socket = tokio::net::UdpSocket::bind(listen)
+                        .await
+                        .map_err(|e| bind_error(name, listen, e))?;
+                    let addr = socket.local_addr().unwrap_or(listen);
+                    tracing::info!(route = %name, "UDP tap listening on {addr}, upstream {}", tap_config.upstream);
+                    tokio::spawn(
+                        crate::proxy::udp::run_udp(socket, settings, tap_shared, token.clone())
+                            .instrument(span),
+                    );
+                    return Ok((addr, token));
+                }
                 other => {
                     return Err(EngineError::Route {
                         route: name.to_string(),
@@ -177,11 +198,6 @@ async fn launch(
             }
             let listener = bind(name, listen).await?;
             let addr = listener.local_addr().unwrap_or(listen);
-            let tap_shared = TapShared {
-                recorder: shared.recorder.clone(),
-                interceptor: shared.interceptor.clone(),
-                resolver: shared.resolver.clone(),
-            };
             tracing::info!(route = %name, "tap listening on {addr}, upstream {}", tap_config.upstream);
             tokio::spawn(
                 tap::run_tcp(listener, settings, tap_shared, token.clone()).instrument(span),

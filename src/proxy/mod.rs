@@ -6,6 +6,7 @@ pub mod record;
 pub mod resolve;
 pub mod tap;
 pub mod tls;
+pub mod udp;
 
 pub use record::{CaptureEvent, ConnRecorder, Recorder};
 

@@ -475,3 +475,45 @@ fn a_thousand_concurrent_connections_relay_without_errors_or_leaked_descriptors(
     // to wind down, but the tap itself must give every descriptor back.
     eventually("descriptors to be released", || open_fds() <= before + 16);
 }
+
+#[test]
+fn a_udp_tap_relays_datagrams_per_client_and_records_each_one() {
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let server_addr = server.local_addr().unwrap();
+    thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = server.recv_from(&mut buf) {
+            let _ = server.send_to(&buf[..n].to_ascii_uppercase(), from);
+        }
+    });
+    let mut tap = tap_to("udp", server_addr, None);
+    tap.transport = gamewire::engine::config::TapTransport::Udp;
+    let (engine, _dir) = engine_with(vec![tap], vec![]);
+    let addr = route_addr(&engine, "udp");
+    let mut clients = Vec::new();
+    for name in ["one", "two"] {
+        let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.send_to(name.as_bytes(), addr).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(from, addr, "replies come from the tap's address");
+        assert_eq!(&buf[..n], name.to_ascii_uppercase().as_bytes());
+        clients.push(c);
+    }
+    eventually("both sessions to be recorded", || {
+        engine.store().read().packet_count() == 4
+    });
+    let data = engine.store().read();
+    assert_eq!(
+        data.connection_count(),
+        2,
+        "one recorded connection per client address"
+    );
+    for conn in data.connections() {
+        assert_eq!(conn.transport, gamewire::capture::Transport::Udp);
+        assert_eq!(conn.server, server_addr);
+        let dirs: Vec<Direction> = data.packets_of(conn.id).map(|p| p.direction).collect();
+        assert_eq!(dirs, [Direction::ClientToServer, Direction::ServerToClient]);
+    }
+}

@@ -1,0 +1,166 @@
+//! A TCP tap against direct loopback, in the same run, with recording on:
+//! - bulk: one connection streaming 64 MiB into a sink; target >= 50% of direct;
+//! - ping-pong: 64-byte request/response round trips; target: added p50 <= 100 µs.
+//!
+//! Run with `cargo bench --no-default-features --bench tap`. The summary lines printed first
+//! are the figures the issue asks for; criterion's numbers follow.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use gamewire::engine::config::{Config, TapConfig};
+use gamewire::engine::{Engine, RouteState, StartOptions};
+
+const BULK: usize = 64 << 20;
+const CHUNK: usize = 64 << 10;
+
+/// Reads everything, then writes one byte back so the sender knows it all arrived.
+fn sink_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            thread::spawn(move || {
+                let _ = s.set_nodelay(true);
+                let mut buf = vec![0u8; CHUNK];
+                let mut want = [0u8; 8];
+                if s.read_exact(&mut want).is_err() {
+                    return;
+                }
+                let total = u64::from_le_bytes(want);
+                if total == 0 {
+                    // Ping-pong mode: echo 64-byte messages.
+                    let mut msg = [0u8; 64];
+                    while s.read_exact(&mut msg).is_ok() {
+                        if s.write_all(&msg).is_err() {
+                            break;
+                        }
+                    }
+                    return;
+                }
+                let mut got = 0u64;
+                while got < total {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got += n as u64,
+                    }
+                }
+                let _ = s.write_all(b"k");
+            });
+        }
+    });
+    addr
+}
+
+fn bulk(addr: SocketAddr, bytes: usize) -> Duration {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let _ = s.set_nodelay(true);
+    let chunk = vec![0x5Au8; CHUNK];
+    let start = Instant::now();
+    s.write_all(&(bytes as u64).to_le_bytes()).expect("write");
+    let mut sent = 0;
+    while sent < bytes {
+        let n = CHUNK.min(bytes - sent);
+        s.write_all(&chunk[..n]).expect("write");
+        sent += n;
+    }
+    let mut ack = [0u8; 1];
+    s.read_exact(&mut ack).expect("ack");
+    start.elapsed()
+}
+
+fn ping_pong(addr: SocketAddr, rounds: usize) -> Vec<Duration> {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let _ = s.set_nodelay(true);
+    s.write_all(&0u64.to_le_bytes()).expect("mode");
+    let msg = [7u8; 64];
+    let mut back = [0u8; 64];
+    let mut times = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        s.write_all(&msg).expect("write");
+        s.read_exact(&mut back).expect("read");
+        times.push(t.elapsed());
+    }
+    times
+}
+
+fn percentile(times: &mut [Duration], p: f64) -> Duration {
+    times.sort();
+    let i = ((times.len() as f64 - 1.0) * p).round() as usize;
+    times[i.min(times.len() - 1)]
+}
+
+fn engine_in_front_of(server: SocketAddr) -> (Engine, SocketAddr, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        certs_dir: dir.path().join("certs"),
+        taps: vec![TapConfig {
+            name: "bench".into(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            upstream: server.to_string(),
+            ..TapConfig::default()
+        }],
+        ..Config::default()
+    };
+    config.proxy.enabled = false;
+    config.servers.fesl.enabled = false;
+    config.servers.gp.enabled = false;
+    let engine = Engine::start(config, StartOptions::default()).expect("engine");
+    let addr = match &engine.routes()[0].state {
+        RouteState::Running(a) => *a,
+        other => panic!("tap not running: {other:?}"),
+    };
+    (engine, addr, dir)
+}
+
+fn summary(server: SocketAddr, tap: SocketAddr) {
+    let best = |addr| (0..3).map(|_| bulk(addr, BULK)).min().unwrap_or_default();
+    let direct = best(server);
+    let tapped = best(tap);
+    let mbps = |d: Duration| BULK as f64 / d.as_secs_f64() / 1e6;
+    println!(
+        "bulk 64 MiB: direct {:.0} MB/s, through tap (recording) {:.0} MB/s = {:.0}% of direct (target >= 50%)",
+        mbps(direct),
+        mbps(tapped),
+        100.0 * direct.as_secs_f64() / tapped.as_secs_f64()
+    );
+    let mut d = ping_pong(server, 20_000);
+    let mut t = ping_pong(tap, 20_000);
+    let (d50, t50) = (percentile(&mut d, 0.5), percentile(&mut t, 0.5));
+    let (d99, t99) = (percentile(&mut d, 0.99), percentile(&mut t, 0.99));
+    println!(
+        "ping-pong 64 B: p50 direct {:.1} µs, tap {:.1} µs, added {:.1} µs (target <= 100 µs); p99 direct {:.1} µs, tap {:.1} µs",
+        d50.as_secs_f64() * 1e6,
+        t50.as_secs_f64() * 1e6,
+        (t50.saturating_sub(d50)).as_secs_f64() * 1e6,
+        d99.as_secs_f64() * 1e6,
+        t99.as_secs_f64() * 1e6,
+    );
+}
+
+fn benches(c: &mut Criterion) {
+    let server = sink_server();
+    let (engine, tap, _dir) = engine_in_front_of(server);
+    summary(server, tap);
+    let mut group = c.benchmark_group("tap_bulk_16MiB");
+    group.sample_size(10);
+    group.throughput(Throughput::Bytes(16 << 20));
+    group.bench_function("direct", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| bulk(server, 16 << 20)).sum())
+    });
+    group.bench_function("through_tap", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| bulk(tap, 16 << 20)).sum())
+    });
+    group.finish();
+    // Each connection's packets stay in the store; drop it between runs of other benches.
+    drop(engine);
+}
+
+criterion_group!(tap_benches, benches);
+criterion_main!(tap_benches);
