@@ -517,3 +517,85 @@ fn a_udp_tap_relays_datagrams_per_client_and_records_each_one() {
         assert_eq!(dirs, [Direction::ClientToServer, Direction::ServerToClient]);
     }
 }
+
+/// A DNS server that answers every A query with `answer`.
+fn fake_dns(answer: std::net::Ipv4Addr) -> SocketAddr {
+    use hickory_resolver::proto::op::{Message, OpCode};
+    use hickory_resolver::proto::rr::rdata::A;
+    use hickory_resolver::proto::rr::{RData, Record, RecordType};
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let Ok(query) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut reply = Message::response(query.metadata.id, OpCode::Query);
+            reply.metadata.recursion_desired = query.metadata.recursion_desired;
+            reply.metadata.recursion_available = true;
+            for q in &query.queries {
+                reply.add_query(q.clone());
+                if q.query_type() == RecordType::A {
+                    reply.add_answer(Record::from_rdata(
+                        q.name().clone(),
+                        60,
+                        RData::A(A(answer)),
+                    ));
+                }
+            }
+            if let Ok(bytes) = reply.to_vec() {
+                let _ = socket.send_to(&bytes, from);
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn an_upstream_name_is_resolved_by_the_configured_dns_servers() {
+    // Only our DNS server knows this name (127.0.0.2, where the server is); the system
+    // resolver and the hosts file would fail or, for a redirected game host, loop back.
+    let listener = TcpListener::bind("127.0.0.2:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let _ = s.write_all(b"via dns\n");
+        }
+    });
+    let dns = fake_dns(std::net::Ipv4Addr::new(127, 0, 0, 2));
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        taps: vec![TapConfig {
+            name: "named".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            upstream: format!("theater.gamewire-test.example:{port}"),
+            ..TapConfig::default()
+        }],
+        ..Config::default()
+    };
+    config.proxy.enabled = false;
+    config.servers.fesl.enabled = false;
+    config.servers.gp.enabled = false;
+    config.dns.servers = vec![dns];
+    let engine = Engine::start(config, StartOptions::default()).unwrap();
+    let mut client = TcpStream::connect(route_addr(&engine, "named")).unwrap();
+    let mut got = Vec::new();
+    let _ = client.read_to_end(&mut got);
+    let reason = engine
+        .store()
+        .read()
+        .connection(ConnectionId(0))
+        .unwrap()
+        .close_reason
+        .clone();
+    assert_eq!(got, b"via dns\n", "close reason: {reason:?}");
+    let server = engine
+        .store()
+        .read()
+        .connection(ConnectionId(0))
+        .unwrap()
+        .server;
+    assert_eq!(server, SocketAddr::from(([127, 0, 0, 2], port)));
+}
