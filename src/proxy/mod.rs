@@ -2,6 +2,7 @@
 //! Everything here records through [`record::Recorder`]; nothing here knows about the GUI.
 
 pub mod intercept;
+pub mod quic;
 pub mod record;
 pub mod resolve;
 pub mod tap;
