@@ -18,4 +18,5 @@ mod gui;
 mod gwcap;
 mod journal_crash;
 mod pcapng;
+mod proxy_http;
 mod sdjson;
