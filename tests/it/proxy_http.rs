@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common;
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _};
 use gamewire::capture::{CaptureStore, Connection, Direction, StoreData};
@@ -494,4 +495,207 @@ async fn websocket_echo_through_the_proxy_is_recorded_per_message() {
     // The handshake decodes as HTTP, the frames as data after the upgrade.
     let (ups, downs) = decode_http(&data, conn);
     assert!(ups >= 1 && downs >= 1);
+}
+
+/// A TLS client through a CONNECT tunnel, trusting our CA, offering `alpn`.
+async fn tls_through(
+    proxy: &Proxy,
+    target: &str,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = connect_tunnel(proxy.addr, target).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(proxy.ca.cert_der().clone()).unwrap();
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(gamewire::proxy::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_h2_keeps_its_trailers_and_records_them() {
+    use http_body_util::StreamBody;
+    use hudsucker::hyper::HeaderMap;
+    use hudsucker::hyper::body::Frame;
+
+    let proxy = Proxy::start().await;
+    // A gRPC-shaped server: one length-prefixed message back, status in the trailers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(proxy.ca.server_config(&[b"h2".to_vec()]));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hudsucker::hyper::service::service_fn(
+                    |req: Request<hudsucker::hyper::body::Incoming>| async move {
+                        let got = req.into_body().collect().await.unwrap().to_bytes();
+                        let mut reply = vec![0u8, 0, 0, 0, (got.len() - 4) as u8];
+                        reply.push(b'!');
+                        reply.extend_from_slice(&got[5..]);
+                        let mut trailers = HeaderMap::new();
+                        trailers.insert("grpc-status", "0".parse().unwrap());
+                        trailers.insert("grpc-message", "fine".parse().unwrap());
+                        let frames = futures::stream::iter(vec![
+                            Ok::<_, Infallible>(Frame::data(Bytes::from(reply))),
+                            Ok(Frame::trailers(trailers)),
+                        ]);
+                        Ok::<_, Infallible>(
+                            Response::builder()
+                                .header("content-type", "application/grpc")
+                                .body(StreamBody::new(frames))
+                                .unwrap(),
+                        )
+                    },
+                );
+                let _ = hudsucker::hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+
+    let target = format!("localhost:{}", server.port());
+    let tls = tls_through(&proxy, &target, &[b"h2"]).await;
+    let (mut sender, conn) =
+        hudsucker::hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let request = Request::post(format!("https://{target}/game.Lobby/Join"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\x00\x00\x00\x00\x03abc")))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap();
+    let trailers = body.trailers().cloned().expect("trailers reach the client");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["grpc-message"], "fine");
+    assert_eq!(&body.to_bytes()[..], b"\x00\x00\x00\x00\x04!abc");
+
+    let data = proxy
+        .wait_for("the gRPC exchange", |d| {
+            proxy_conns(d).iter().any(|c| {
+                d.packets_of(c.id)
+                    .any(|p| p.direction == Direction::ServerToClient)
+            })
+        })
+        .await;
+    let conn = proxy_conns(&data)[0];
+    assert_eq!(
+        conn.tls.as_ref().and_then(|t| t.alpn.as_deref()),
+        Some("h2")
+    );
+    let up = packets(&data, conn, Direction::ClientToServer);
+    assert!(up[0].starts_with(b"POST /game.Lobby/Join HTTP/1.1\r\n"));
+    assert!(up[0].ends_with(b"content-length: 8\r\n\r\n\x00\x00\x00\x00\x03abc"));
+    let down =
+        String::from_utf8_lossy(&packets(&data, conn, Direction::ServerToClient)[0]).into_owned();
+    assert!(
+        down.contains("transfer-encoding: chunked\r\n\r\n9\r\n"),
+        "{down:?}"
+    );
+    assert!(
+        down.ends_with("\r\n0\r\ngrpc-status: 0\r\ngrpc-message: fine\r\n\r\n"),
+        "{down:?}"
+    );
+    assert_eq!(decode_http(&data, conn), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_wrapped_non_http_after_connect_is_relayed_and_recorded_decrypted() {
+    let proxy = Proxy::start().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(proxy.ca.server_config(&[b"game/1".to_vec()]));
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = acceptor.accept(tcp).await.unwrap();
+        let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        let mut buf = [0u8; 64];
+        let n = tls.read(&mut buf).await.unwrap();
+        let mut reply = alpn.unwrap_or_default();
+        reply.push(b' ');
+        reply.extend_from_slice(&buf[..n]);
+        tls.write_all(&reply).await.unwrap();
+        tls.shutdown().await.unwrap();
+    });
+    let target = format!("localhost:{}", server.port());
+    let mut tls = tls_through(&proxy, &target, &[b"game/1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"game/1"[..]));
+    tls.write_all(b"\x07login").await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tls.read_to_end(&mut reply).await;
+    assert_eq!(
+        reply, b"game/1 \x07login",
+        "the client's ALPN reached the server"
+    );
+
+    let data = proxy
+        .wait_for("the relayed bytes", |d| {
+            proxy_conns(d).iter().any(|c| {
+                d.packets_of(c.id)
+                    .any(|p| p.direction == Direction::ServerToClient)
+            })
+        })
+        .await;
+    let conn = proxy_conns(&data)[0];
+    let tls_info = conn.tls.as_ref().unwrap();
+    assert_eq!(tls_info.alpn.as_deref(), Some("game/1"));
+    assert_eq!(tls_info.sni.as_deref(), Some("localhost"));
+    assert_eq!(
+        packets(&data, conn, Direction::ClientToServer).concat(),
+        b"\x07login"
+    );
+    assert_eq!(
+        packets(&data, conn, Direction::ServerToClient).concat(),
+        b"game/1 \x07login"
+    );
+}
+
+#[test]
+fn ca_command_exports_what_path_names_and_regenerate_replaces_it() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let run = |args: &[&str]| {
+        let out = Command::new(common::gamewire_bin())
+            .args(args)
+            .arg("--certs")
+            .arg(&certs)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let path = String::from_utf8(run(&["ca", "path"])).unwrap();
+    let pem = std::fs::read_to_string(path.trim()).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    assert_eq!(String::from_utf8(run(&["ca", "export"])).unwrap(), pem);
+    let out = dir.path().join("ca.der");
+    run(&["ca", "export", "--der", "--out", out.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(certs.join("ca.der")).unwrap()
+    );
+    let exported = String::from_utf8(run(&["ca", "export"])).unwrap();
+    assert!(!exported.contains("PRIVATE KEY"));
+    run(&["ca", "regenerate"]);
+    assert_ne!(std::fs::read_to_string(certs.join("ca.pem")).unwrap(), pem);
 }
