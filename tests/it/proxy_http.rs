@@ -699,3 +699,46 @@ fn ca_command_exports_what_path_names_and_regenerate_replaces_it() {
     run(&["ca", "regenerate"]);
     assert_ne!(std::fs::read_to_string(certs.join("ca.pem")).unwrap(), pem);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_proxy_requests_are_forwarded_and_recorded() {
+    let proxy = Proxy::start().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hudsucker::hyper::service::service_fn(
+                    |req: Request<hudsucker::hyper::body::Incoming>| async move {
+                        let text = format!("plain {}", req.uri().path());
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+                    },
+                );
+                let _ = hudsucker::hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    let url = format!("http://{server}/plain");
+    let (out, err) = curl_through(&proxy, &[], &url).await;
+    assert_eq!(out, "plain /plain\n200 1.1", "{err}");
+    let data = proxy
+        .wait_for("the exchange", |d| {
+            proxy_conns(d).iter().any(|c| {
+                d.packets_of(c.id)
+                    .any(|p| p.direction == Direction::ServerToClient)
+            })
+        })
+        .await;
+    let conn = proxy_conns(&data)[0];
+    assert!(conn.tls.is_none());
+    assert_eq!(conn.server, server);
+    let up = packets(&data, conn, Direction::ClientToServer);
+    assert!(
+        up[0].starts_with(b"GET /plain HTTP/1.1\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&up[0])
+    );
+    assert_eq!(decode_http(&data, conn), (1, 1));
+}
