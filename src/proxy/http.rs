@@ -389,6 +389,11 @@ async fn front(shared: &Arc<Shared>, rec: &ConnRecorder, mut tcp: TcpStream) -> 
         rec.set_protocol("http");
         return hand_over(shared, rec, Prefixed::new(buf, tcp), "http", None).await;
     };
+    // An address target is the server even if it is never reached; names are resolved
+    // only when connecting (the upstream address is recorded then).
+    if let Ok(addr) = authority.parse::<SocketAddr>() {
+        rec.set_server(addr);
+    }
     if let Err(e) = tcp
         .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         .await

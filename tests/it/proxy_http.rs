@@ -36,6 +36,10 @@ struct Proxy {
 
 impl Proxy {
     async fn start() -> Proxy {
+        Proxy::start_with(false).await
+    }
+
+    async fn start_with(insecure_upstream: bool) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let ca = Arc::new(Ca::load_or_create(dir.path()).unwrap());
         let store = Arc::new(CaptureStore::new());
@@ -48,6 +52,7 @@ impl Proxy {
             system_roots: false,
             extra_ca: Some(dir.path().join("ca.pem")),
             first_bytes_timeout: Duration::from_millis(300),
+            insecure_upstream,
             ..HttpProxyOptions::default()
         };
         tokio::spawn(run(
@@ -338,6 +343,7 @@ async fn upstream_refused_is_a_502_and_recorded_on_the_connection() {
         })
         .await;
     let conn = proxy_conns(&data)[0];
+    assert_eq!(conn.server.port(), closed, "the CONNECT target, though never reached");
     let reason = conn.close_reason.as_deref().unwrap_or_default();
     assert!(reason.starts_with("upstream: "), "{reason}");
     assert!(reason.to_lowercase().contains("refused"), "{reason}");
@@ -741,4 +747,47 @@ async fn plain_http_proxy_requests_are_forwarded_and_recorded() {
         String::from_utf8_lossy(&up[0])
     );
     assert_eq!(decode_http(&data, conn), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_upstream_certificate_is_a_502_unless_insecure_upstream() {
+    // The server's leaf comes from another CA, which the proxy does not trust.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Ca::load_or_create(other_dir.path()).unwrap();
+    let server = https_echo_server(&other).await;
+    let url = format!("https://localhost:{}/secret", server.port());
+
+    let strict = Proxy::start().await;
+    let (out, err) = curl_through(&strict, &["--http1.1"], &url).await;
+    assert!(out.ends_with("\n502 1.1"), "{out} {err}");
+    assert!(out.contains("certificate"), "{out}");
+    let data = strict
+        .wait_for("the failure", |d| {
+            proxy_conns(d).iter().any(|c| c.close_reason.is_some())
+        })
+        .await;
+    let reason = proxy_conns(&data)[0]
+        .close_reason
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        reason.starts_with("upstream: ") && reason.contains("certificate"),
+        "{reason}"
+    );
+    drop(data);
+
+    let insecure = Proxy::start_with(true).await;
+    let (out, err) = curl_through(&insecure, &["--http1.1"], &url).await;
+    assert!(out.starts_with("GET /secret "), "{out} {err}");
+    assert!(out.ends_with("\n200 1.1"), "{out} {err}");
+    let data = insecure
+        .wait_for("the closed connection", |d| {
+            proxy_conns(d).iter().any(|c| c.closed.is_some())
+        })
+        .await;
+    let reason = proxy_conns(&data)[0]
+        .close_reason
+        .clone()
+        .unwrap_or_default();
+    assert!(reason.contains("insecure_upstream"), "{reason}");
 }
