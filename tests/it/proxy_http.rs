@@ -343,7 +343,11 @@ async fn upstream_refused_is_a_502_and_recorded_on_the_connection() {
         })
         .await;
     let conn = proxy_conns(&data)[0];
-    assert_eq!(conn.server.port(), closed, "the CONNECT target, though never reached");
+    assert_eq!(
+        conn.server.port(),
+        closed,
+        "the CONNECT target, though never reached"
+    );
     let reason = conn.close_reason.as_deref().unwrap_or_default();
     assert!(reason.starts_with("upstream: "), "{reason}");
     assert!(reason.to_lowercase().contains("refused"), "{reason}");
@@ -761,20 +765,21 @@ async fn untrusted_upstream_certificate_is_a_502_unless_insecure_upstream() {
     let (out, err) = curl_through(&strict, &["--http1.1"], &url).await;
     assert!(out.ends_with("\n502 1.1"), "{out} {err}");
     assert!(out.contains("certificate"), "{out}");
-    let data = strict
-        .wait_for("the failure", |d| {
-            proxy_conns(d).iter().any(|c| c.close_reason.is_some())
-        })
-        .await;
-    let reason = proxy_conns(&data)[0]
-        .close_reason
-        .clone()
-        .unwrap_or_default();
-    assert!(
-        reason.starts_with("upstream: ") && reason.contains("certificate"),
-        "{reason}"
-    );
-    drop(data);
+    {
+        let data = strict
+            .wait_for("the failure", |d| {
+                proxy_conns(d).iter().any(|c| c.close_reason.is_some())
+            })
+            .await;
+        let reason = proxy_conns(&data)[0]
+            .close_reason
+            .clone()
+            .unwrap_or_default();
+        assert!(
+            reason.starts_with("upstream: ") && reason.contains("certificate"),
+            "{reason}"
+        );
+    }
 
     let insecure = Proxy::start_with(true).await;
     let (out, err) = curl_through(&insecure, &["--http1.1"], &url).await;
