@@ -4,8 +4,10 @@
 //! stderr and exit code 1; a file that was read only in part (damage or skipped records) exits
 //! with code 3 unless `--skip-bad` accepted that.
 
+mod ca;
 mod convert;
 mod inspect;
+mod proxy;
 mod serve;
 
 use std::io::{self, Write};
@@ -47,6 +49,10 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Convert a capture between formats, chosen by the file extensions.
     Convert(convert::Args),
+    /// The interception CA: where it is, export it, or make a new one.
+    Ca(ca::Args),
+    /// Run the HTTP(S) proxy alone, printing each recorded packet (until `serve` exists).
+    Proxy(proxy::Args),
     /// Write the sample captures gamewire ships with (deterministic, for demos and tests).
     Samples {
         /// Directory to write them to.
@@ -78,6 +84,8 @@ pub fn main() -> ExitCode {
         Some(Command::Inspect(args)) => inspect::run(args),
         Some(Command::Convert(args)) => convert::run(args),
         Some(Command::Samples { out, busy }) => write_samples(&out, busy),
+        Some(Command::Ca(args)) => ca::run(args),
+        Some(Command::Proxy(args)) => proxy::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,8 @@
 //! Interception: the certificate authority, the HTTP(S) forward proxy and protocol taps.
 //! Everything here records through [`record::Recorder`]; nothing here knows about the GUI.
 
+pub mod ca;
+pub mod http;
 pub mod intercept;
 pub mod quic;
 pub mod record;

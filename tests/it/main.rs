@@ -19,5 +19,6 @@ mod gui;
 mod gwcap;
 mod journal_crash;
 mod pcapng;
+mod proxy_http;
 mod sdjson;
 mod serve;
