@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::capture::{CaptureStore, ConnectionId, Direction, files};
 use crate::dissect::Node;
 use crate::dissect::registry::Registry;
+use crate::proxy::ca::Ca;
 use crate::proxy::intercept::{Decision, Held, HoldId, InterceptEvent, Interceptor, Rule};
 use crate::proxy::resolve::UpstreamResolver;
 use crate::proxy::{CaptureEvent, Recorder};
@@ -59,6 +60,9 @@ pub struct StartOptions {
 
 pub(crate) struct Shared {
     pub config: Config,
+    /// Loaded (or made) at start; routes that need it fail with this error when it could
+    /// not be.
+    pub ca: Result<Arc<Ca>, String>,
     pub recorder: Recorder,
     pub interceptor: Arc<Interceptor>,
     pub resolver: Option<UpstreamResolver>,
@@ -100,7 +104,14 @@ impl Engine {
                 }
             }
         };
+        let ca = Ca::load_or_create(&config.certs_dir)
+            .map(Arc::new)
+            .map_err(|e| format!("{}: {e}", config.certs_dir.display()));
+        if let Err(e) = &ca {
+            tracing::error!("certificate authority: {e}");
+        }
         let shared = Arc::new(Shared {
+            ca,
             routes: Mutex::new(routes::from_config(&config)),
             config,
             recorder: Recorder::new(store),
@@ -141,6 +152,11 @@ impl Engine {
     /// For callers that want to run their own tasks beside the engine's.
     pub fn handle(&self) -> tokio::runtime::Handle {
         self.runtime().handle().clone()
+    }
+
+    /// The certificate authority, when it could be loaded.
+    pub fn ca(&self) -> Option<&Arc<Ca>> {
+        self.shared.ca.as_ref().ok()
     }
 
     pub fn config(&self) -> &Config {

@@ -9,10 +9,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::config::{Config, TapConfig, TapTransport, split_host_port};
+use super::config::{Config, ProxyConfig, TapConfig, TapTransport, split_host_port};
 use super::{EngineError, Shared};
 use crate::proxy::tap::{self, TapSettings, TapShared, Upstream};
-use crate::proxy::tls::{UpstreamTrust, client_config};
+use crate::proxy::tls::{UpstreamTrust, client_config, client_config_with};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RouteKind {
@@ -53,6 +53,7 @@ pub struct RouteStatus {
 #[derive(Clone, Debug)]
 pub(crate) enum Spec {
     Tap(TapConfig),
+    Proxy(ProxyConfig),
 }
 
 pub(crate) struct Route {
@@ -74,6 +75,7 @@ impl Route {
             listen: self.listen,
             upstream: match &self.spec {
                 Spec::Tap(t) => Some(t.upstream.clone()),
+                Spec::Proxy(_) => None,
             },
             dissector: self.dissector.clone(),
             state: self.state.clone(),
@@ -82,20 +84,27 @@ impl Route {
 }
 
 pub(crate) fn from_config(config: &Config) -> Vec<Route> {
-    config
-        .taps
-        .iter()
-        .map(|t| Route {
-            name: t.name.clone(),
-            kind: RouteKind::Tap,
-            enabled: t.enabled,
-            listen: t.listen,
-            dissector: t.dissector.clone(),
-            spec: Spec::Tap(t.clone()),
-            state: RouteState::Stopped,
-            stop: None,
-        })
-        .collect()
+    let proxy = Route {
+        name: "proxy".into(),
+        kind: RouteKind::Proxy,
+        enabled: config.proxy.enabled,
+        listen: config.proxy.listen,
+        dissector: Some("http".into()),
+        spec: Spec::Proxy(config.proxy.clone()),
+        state: RouteState::Stopped,
+        stop: None,
+    };
+    let taps = config.taps.iter().map(|t| Route {
+        name: t.name.clone(),
+        kind: RouteKind::Tap,
+        enabled: t.enabled,
+        listen: t.listen,
+        dissector: t.dissector.clone(),
+        spec: Spec::Tap(t.clone()),
+        state: RouteState::Stopped,
+        stop: None,
+    });
+    std::iter::once(proxy).chain(taps).collect()
 }
 
 pub(crate) async fn start(shared: &Arc<Shared>, name: &str) -> Result<SocketAddr, EngineError> {
@@ -189,11 +198,25 @@ async fn launch(
                     );
                     return Ok((addr, token));
                 }
-                other => {
-                    return Err(EngineError::Route {
-                        route: name.to_string(),
-                        reason: format!("{other:?} taps are not available yet"),
-                    });
+                TapTransport::Quic => {
+                    let quic_tls = Arc::new(quic_tls(shared, &tap_config)?);
+                    let endpoint =
+                        crate::proxy::quic::server_endpoint(listen, &quic_tls).map_err(|e| {
+                            bind_error(name, listen, std::io::Error::other(e.to_string()))
+                        })?;
+                    let addr = endpoint.local_addr().unwrap_or(listen);
+                    tracing::info!(route = %name, "QUIC tap listening on {addr}, upstream {}", tap_config.upstream);
+                    tokio::spawn(
+                        crate::proxy::quic::run_quic(
+                            endpoint,
+                            quic_tls,
+                            settings,
+                            tap_shared,
+                            token.clone(),
+                        )
+                        .instrument(span),
+                    );
+                    return Ok((addr, token));
                 }
             }
             let listener = bind(name, listen).await?;
@@ -204,7 +227,87 @@ async fn launch(
             );
             Ok((addr, token))
         }
+        Spec::Proxy(proxy_config) => {
+            let ca = ca_of(shared, name)?;
+            let listener = bind(name, listen).await?;
+            let addr = listener.local_addr().unwrap_or(listen);
+            let options = crate::proxy::http::HttpProxyOptions {
+                route: name.to_string(),
+                system_roots: true,
+                extra_ca: proxy_config.upstream_ca.clone(),
+                insecure_upstream: proxy_config.insecure_upstream,
+                ..Default::default()
+            };
+            let recorder = shared.recorder.clone();
+            let route = name.to_string();
+            tracing::info!(route = %name, "HTTP(S) proxy listening on {addr}");
+            let stop = token.clone();
+            tokio::spawn(
+                async move {
+                    if let Err(e) =
+                        crate::proxy::http::run(listener, ca, recorder, options, stop).await
+                    {
+                        tracing::error!(route = %route, "proxy stopped: {e}");
+                    }
+                }
+                .instrument(span),
+            );
+            Ok((addr, token))
+        }
     }
+}
+
+fn ca_of(shared: &Shared, route: &str) -> Result<Arc<crate::proxy::ca::Ca>, EngineError> {
+    match &shared.ca {
+        Ok(ca) => Ok(ca.clone()),
+        Err(e) => Err(EngineError::Route {
+            route: route.to_string(),
+            reason: format!("needs the certificate authority, which could not be loaded: {e}"),
+        }),
+    }
+}
+
+fn alpn_of(t: &TapConfig) -> Vec<Vec<u8>> {
+    t.alpn.iter().map(|a| a.as_bytes().to_vec()).collect()
+}
+
+fn upstream_trust(shared: &Shared, t: &TapConfig) -> UpstreamTrust {
+    UpstreamTrust {
+        system_roots: true,
+        extra_ca: t.upstream_ca.clone(),
+        insecure: t.upstream_insecure,
+        extra_roots: shared
+            .ca
+            .as_ref()
+            .map(|ca| vec![ca.cert_der().clone()])
+            .unwrap_or_default(),
+    }
+}
+
+fn quic_tls(shared: &Shared, t: &TapConfig) -> Result<crate::proxy::quic::QuicTls, EngineError> {
+    let err = |reason: String| EngineError::Route {
+        route: t.name.clone(),
+        reason,
+    };
+    let ca = ca_of(shared, &t.name)?;
+    let fallback = t
+        .tls_name
+        .clone()
+        .unwrap_or_else(|| t.listen.ip().to_string());
+    let server = ca
+        .quic_server_config(&alpn_of(t), Some(&fallback))
+        .map_err(|e| err(e.to_string()))?;
+    // Our own client certificate towards the upstream: the client's private key never
+    // reaches us, so its certificate cannot be replayed.
+    let client_cert = ca.leaf("gamewire-client").map_err(|e| err(e.to_string()))?;
+    let client = client_config_with(
+        &upstream_trust(shared, t),
+        alpn_of(t),
+        Some(client_cert),
+        true,
+    )
+    .map_err(|e| err(e.to_string()))?;
+    Ok(crate::proxy::quic::QuicTls { server, client })
 }
 
 fn tap_settings(shared: &Shared, t: &TapConfig) -> Result<TapSettings, EngineError> {
@@ -213,25 +316,28 @@ fn tap_settings(shared: &Shared, t: &TapConfig) -> Result<TapSettings, EngineErr
         reason,
     };
     let (host, port) = split_host_port(&t.upstream).map_err(&err)?;
-    let tls_upstream = if t.upstream_tls {
-        let trust = UpstreamTrust {
-            system_roots: true,
-            extra_ca: t.upstream_ca.clone(),
-            insecure: t.upstream_insecure,
-        };
-        Some(client_config(&trust, Vec::new()).map_err(|e| err(e.to_string()))?)
+    let tls_upstream = if t.upstream_tls && t.transport == TapTransport::Tcp {
+        Some(
+            client_config(&upstream_trust(shared, t), alpn_of(t))
+                .map_err(|e| err(e.to_string()))?,
+        )
     } else {
         None
     };
-    if t.tls {
-        return Err(err(
-            "TLS termination needs the certificate authority, which is not available yet".into(),
-        ));
-    }
+    let tls = if t.tls && t.transport == TapTransport::Tcp {
+        let ca = ca_of(shared, &t.name)?;
+        let fallback = t
+            .tls_name
+            .clone()
+            .unwrap_or_else(|| t.listen.ip().to_string());
+        Some(ca.server_config_for(&alpn_of(t), Some(&fallback)))
+    } else {
+        None
+    };
     let dissector = t.dissector.as_deref().and_then(|d| shared.registry.get(d));
     Ok(TapSettings {
         route: t.name.clone(),
-        tls: None,
+        tls,
         upstream: Upstream {
             host,
             port,

@@ -296,6 +296,33 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// A TLS 1.3 server config for QUIC taps: leaves by SNI, and a client certificate asked
+    /// for and accepted whatever it is (Hytale binds its fingerprint into a token instead).
+    pub fn quic_server_config(
+        &self,
+        alpn: &[Vec<u8>],
+        fallback: Option<&str>,
+    ) -> Result<Arc<ServerConfig>, CaError> {
+        let provider = super::crypto_provider();
+        let resolver = SniResolver {
+            ca: self.clone(),
+            fallback: fallback.map(str::to_string),
+        };
+        let verifier = super::tls::AcceptAnyClientCert {
+            provider: provider.clone(),
+            mandatory: false,
+        };
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(CaError::Tls)?
+            .with_client_cert_verifier(Arc::new(verifier))
+            .with_cert_resolver(Arc::new(resolver));
+        config.alpn_protocols = alpn.to_vec();
+        Ok(Arc::new(config))
+    }
+}
+
 /// From a day ago (clocks differ) to `days` from now.
 fn set_validity(params: &mut CertificateParams, days: i64) {
     let day = |d: chrono::DateTime<Utc>| {

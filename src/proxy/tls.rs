@@ -35,26 +35,64 @@ pub struct UpstreamTrust {
     /// Accept any certificate. Only when a route says so explicitly; recorded on the
     /// connection.
     pub insecure: bool,
+    /// Roots given in memory (gamewire's own CA, so that emulators serving our leaves are
+    /// trusted).
+    pub extra_roots: Vec<CertificateDer<'static>>,
 }
 
 pub fn client_config(
     trust: &UpstreamTrust,
     alpn: Vec<Vec<u8>>,
 ) -> Result<Arc<ClientConfig>, TlsSetupError> {
+    client_config_with(trust, alpn, None, false)
+}
+
+/// `client_cert`: presented when the server asks (QUIC taps towards Hytale servers, which
+/// require one). `tls13_only`: QUIC allows nothing else.
+pub fn client_config_with(
+    trust: &UpstreamTrust,
+    alpn: Vec<Vec<u8>>,
+    client_cert: Option<Arc<rustls::sign::CertifiedKey>>,
+    tls13_only: bool,
+) -> Result<Arc<ClientConfig>, TlsSetupError> {
     let provider = super::crypto_provider();
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
-    let mut config = if trust.insecure {
+    let builder = ClientConfig::builder_with_provider(provider.clone());
+    let builder = if tls13_only {
+        builder.with_protocol_versions(&[&rustls::version::TLS13])?
+    } else {
+        builder.with_safe_default_protocol_versions()?
+    };
+    let builder = if trust.insecure {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(provider)))
-            .with_no_client_auth()
     } else {
-        let roots = root_store(trust)?;
-        builder.with_root_certificates(roots).with_no_client_auth()
+        builder.with_root_certificates(root_store(trust)?)
+    };
+    let mut config = match client_cert {
+        Some(key) => builder.with_client_cert_resolver(Arc::new(FixedClientCert(key))),
+        None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = alpn;
     Ok(Arc::new(config))
+}
+
+/// Always presents the same certificate.
+#[derive(Debug)]
+struct FixedClientCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for FixedClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 fn root_store(trust: &UpstreamTrust) -> Result<RootCertStore, TlsSetupError> {
@@ -65,6 +103,9 @@ fn root_store(trust: &UpstreamTrust) -> Result<RootCertStore, TlsSetupError> {
             tracing::debug!("system root store: {e}");
         }
         roots.add_parsable_certificates(found.certs);
+    }
+    for cert in &trust.extra_roots {
+        let _ = roots.add(cert.clone());
     }
     if let Some(path) = &trust.extra_ca {
         for cert in read_pem_certs(path)? {

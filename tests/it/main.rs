@@ -14,6 +14,7 @@ mod dissect_json_jwt;
 mod dissect_protobuf;
 mod dissect_sc;
 mod engine_taps;
+mod engine_tls;
 #[cfg(feature = "gui")]
 mod gui;
 mod gwcap;
