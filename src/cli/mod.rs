@@ -74,7 +74,11 @@ pub fn main() -> ExitCode {
         }
     };
     // `serve` installs its own logging (console plus a file per route).
-    if !matches!(cli.command, Some(Command::Serve(_))) {
+    // So do `gui` and no command when they start the engine.
+    if !matches!(
+        cli.command,
+        Some(Command::Serve(_)) | Some(Command::Gui { file: None }) | None
+    ) {
         init_logging();
     }
     let result = match cli.command {
@@ -143,10 +147,47 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// With no file, the window shows live traffic: the engine starts with the configuration in
+/// the working directory (made with the defaults on first start), like `serve` does.
 #[cfg(feature = "gui")]
 fn run_gui(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    crate::gui::run(file)?;
+    let engine = match &file {
+        Some(_) => None,
+        None => start_engine_for_gui(),
+    };
+    crate::gui::run(file, engine)?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "gui")]
+fn start_engine_for_gui() -> Option<crate::engine::Engine> {
+    use crate::engine::config::{Config, DEFAULT_CONFIG_FILE};
+    let path = std::path::Path::new(DEFAULT_CONFIG_FILE);
+    let started = Config::load_or_create(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|(config, _)| {
+            let _ = crate::engine::logs::init(&config.log_level, &config.data_dir.join("logs"));
+            eprintln!("gamewire: configuration {}", path.display());
+            Ok(crate::engine::Engine::start(
+                config,
+                crate::engine::StartOptions::default(),
+            )?)
+        });
+    match started {
+        Ok(engine) => {
+            for r in engine.routes() {
+                if let crate::engine::RouteState::Failed(e) = &r.state {
+                    eprintln!("gamewire: warning: {e}");
+                }
+            }
+            Some(engine)
+        }
+        Err(e) => {
+            // The viewer is still useful for capture files.
+            eprintln!("gamewire: warning: the engine did not start: {}", one_line(&e));
+            None
+        }
+    }
 }
 
 #[cfg(not(feature = "gui"))]

@@ -27,6 +27,8 @@ pub struct Viewer {
     ctx: Option<egui::Context>,
     samples: Vec<PathBuf>,
     title: String,
+    /// The engine whose store is shown live; dropped (and so stopped) with the window.
+    engine: Option<crate::engine::Engine>,
 }
 
 impl Viewer {
@@ -39,7 +41,16 @@ impl Viewer {
             ctx: None,
             samples: empty::find_samples(Path::new(empty::SAMPLES_DIR)),
             title: super::WINDOW_TITLE.to_owned(),
+            engine: None,
         }
+    }
+
+    /// Shows the engine's capture live, and keeps the engine running while the window is.
+    pub fn with_engine(mut self, engine: crate::engine::Engine) -> Self {
+        let store = engine.store().clone();
+        self.attach_store(store, "live");
+        self.engine = Some(engine);
+        self
     }
 
     /// Looks for the sample captures the empty window offers in `dir` instead of
@@ -230,6 +241,11 @@ impl Viewer {
 
 impl eframe::App for Viewer {
     fn ui(&mut self, ui: &mut Ui, _frame: &mut eframe::Frame) {
+        if self.engine.is_some() {
+            // Traffic arrives without input events; look for it a few times a second.
+            ui.ctx()
+                .request_repaint_after(std::time::Duration::from_millis(200));
+        }
         self.show(ui);
     }
 }

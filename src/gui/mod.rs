@@ -27,7 +27,7 @@ pub use state::{Action, Capture, Loading, Message, MessageKind, Source, ViewerSt
 pub const WINDOW_TITLE: &str = "gamewire";
 
 /// Opens the workbench window, with `file` loaded if given, and returns when it is closed.
-pub fn run(file: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn run(file: Option<PathBuf>, engine: Option<crate::engine::Engine>) -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title(WINDOW_TITLE)
@@ -40,7 +40,13 @@ pub fn run(file: Option<PathBuf>) -> anyhow::Result<()> {
     eframe::run_native(
         WINDOW_TITLE,
         options,
-        Box::new(move |_cc| Ok(Box::new(Viewer::new(file)))),
+        Box::new(move |_cc| {
+            let viewer = Viewer::new(file);
+            Ok(Box::new(match engine {
+                Some(engine) => viewer.with_engine(engine),
+                None => viewer,
+            }))
+        }),
     )
     // The usual cause is a session without a display (ssh, CI); the command-line tools
     // still work there.
