@@ -4,8 +4,11 @@
 //! stderr and exit code 1; a file that was read only in part (damage or skipped records) exits
 //! with code 3 unless `--skip-bad` accepted that.
 
+mod accounts;
+mod client;
 mod convert;
 mod inspect;
+mod serve_ra3;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -53,6 +56,12 @@ pub enum Command {
         #[arg(long, value_name = "PACKETS")]
         busy: Option<usize>,
     },
+    /// Manage the accounts of the emulated servers (SQLite database).
+    Accounts(accounts::Args),
+    /// Run a scripted game client against the emulated servers.
+    Client(client::Args),
+    /// Run the Red Alert 3 FESL and GP servers (until the engine's `serve` does).
+    ServeRa3(serve_ra3::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -71,6 +80,9 @@ pub fn main() -> ExitCode {
         Some(Command::Inspect(args)) => inspect::run(args),
         Some(Command::Convert(args)) => convert::run(args),
         Some(Command::Samples { out, busy }) => write_samples(&out, busy),
+        Some(Command::Accounts(args)) => accounts::run(args),
+        Some(Command::Client(args)) => client::run(args),
+        Some(Command::ServeRa3(args)) => serve_ra3::run(args),
     };
     match result {
         Ok(code) => code,
