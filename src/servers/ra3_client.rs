@@ -143,7 +143,8 @@ impl FeslClient {
                         {
                             Progress::Partial { .. } => continue,
                             Progress::Done { text, .. } => {
-                                pairs = fesl_codec::parse_text(&text).map_err(|e| e.to_string())?;
+                                pairs = fesl_codec::parse_text(super::fesl::joined_text(&text))
+                                    .map_err(|e| e.to_string())?;
                             }
                         }
                     }

@@ -18,4 +18,5 @@ mod gui;
 mod gwcap;
 mod journal_crash;
 mod pcapng;
+mod ra3_servers;
 mod sdjson;
