@@ -4,11 +4,14 @@
 //! stderr and exit code 1; a file that was read only in part (damage or skipped records) exits
 //! with code 3 unless `--skip-bad` accepted that.
 
+mod accounts;
 mod ca;
+mod client;
 mod convert;
 mod inspect;
 mod proxy;
 mod serve;
+mod serve_ra3;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -62,6 +65,12 @@ pub enum Command {
         #[arg(long, value_name = "PACKETS")]
         busy: Option<usize>,
     },
+    /// Manage the accounts of the emulated servers (SQLite database).
+    Accounts(accounts::Args),
+    /// Run a scripted game client against the emulated servers.
+    Client(client::Args),
+    /// Run the Red Alert 3 FESL and GP servers (until the engine's `serve` does).
+    ServeRa3(serve_ra3::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -90,6 +99,9 @@ pub fn main() -> ExitCode {
         Some(Command::Samples { out, busy }) => write_samples(&out, busy),
         Some(Command::Ca(args)) => ca::run(args),
         Some(Command::Proxy(args)) => proxy::run(args),
+        Some(Command::Accounts(args)) => accounts::run(args),
+        Some(Command::Client(args)) => client::run(args),
+        Some(Command::ServeRa3(args)) => serve_ra3::run(args),
     };
     match result {
         Ok(code) => code,

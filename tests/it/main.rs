@@ -21,5 +21,6 @@ mod gwcap;
 mod journal_crash;
 mod pcapng;
 mod proxy_http;
+mod ra3_servers;
 mod sdjson;
 mod serve;
