@@ -11,7 +11,6 @@ mod convert;
 mod inspect;
 mod proxy;
 mod serve;
-mod serve_ra3;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -69,8 +68,6 @@ pub enum Command {
     Accounts(accounts::Args),
     /// Run a scripted game client against the emulated servers.
     Client(client::Args),
-    /// Run the Red Alert 3 FESL and GP servers (until the engine's `serve` does).
-    ServeRa3(serve_ra3::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -101,7 +98,6 @@ pub fn main() -> ExitCode {
         Some(Command::Proxy(args)) => proxy::run(args),
         Some(Command::Accounts(args)) => accounts::run(args),
         Some(Command::Client(args)) => client::run(args),
-        Some(Command::ServeRa3(args)) => serve_ra3::run(args),
     };
     match result {
         Ok(code) => code,
@@ -196,7 +192,10 @@ fn start_engine_for_gui() -> Option<crate::engine::Engine> {
         }
         Err(e) => {
             // The viewer is still useful for capture files.
-            eprintln!("gamewire: warning: the engine did not start: {}", one_line(&e));
+            eprintln!(
+                "gamewire: warning: the engine did not start: {}",
+                one_line(&e)
+            );
             None
         }
     }

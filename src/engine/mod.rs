@@ -25,6 +25,7 @@ use crate::proxy::ca::Ca;
 use crate::proxy::intercept::{Decision, Held, HoldId, InterceptEvent, Interceptor, Rule};
 use crate::proxy::resolve::UpstreamResolver;
 use crate::proxy::{CaptureEvent, Recorder};
+use crate::security::Store;
 
 pub use config::Config;
 pub use routes::{RouteKind, RouteState, RouteStatus};
@@ -69,6 +70,33 @@ pub(crate) struct Shared {
     pub registry: Registry,
     pub routes: Mutex<Vec<routes::Route>>,
     pub shutdown: CancellationToken,
+    /// The accounts database, opened when the first server starts.
+    pub accounts: tokio::sync::OnceCell<Result<Store, String>>,
+}
+
+impl Shared {
+    /// Opens the accounts database on first use (creating it and the test account).
+    pub async fn accounts(&self) -> Result<Store, String> {
+        self.accounts
+            .get_or_init(|| async {
+                let path = self.config.data_dir.join(&self.config.servers.database);
+                let store = Store::open(&path)
+                    .await
+                    .map_err(|e| format!("accounts database {}: {e}", path.display()))?;
+                match store.ensure_test_account().await {
+                    Ok(true) => tracing::info!(
+                        "created the test account {} / {}",
+                        crate::security::TEST_EMAIL,
+                        crate::security::TEST_PASSWORD
+                    ),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!("could not create the test account: {e}"),
+                }
+                Ok(store)
+            })
+            .await
+            .clone()
+    }
 }
 
 pub struct Engine {
@@ -119,6 +147,7 @@ impl Engine {
             resolver,
             registry: Registry::standard(),
             shutdown: CancellationToken::new(),
+            accounts: tokio::sync::OnceCell::new(),
         });
         let engine = Engine {
             runtime: Some(runtime),

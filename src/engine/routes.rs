@@ -9,7 +9,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::config::{Config, ProxyConfig, TapConfig, TapTransport, split_host_port};
+use super::config::{
+    Config, FESL_SERVER_PORT, GP_SERVER_PORT, ProxyConfig, TapConfig, TapTransport, split_host_port,
+};
 use super::{EngineError, Shared};
 use crate::proxy::tap::{self, TapSettings, TapShared, Upstream};
 use crate::proxy::tls::{UpstreamTrust, client_config, client_config_with};
@@ -54,6 +56,14 @@ pub struct RouteStatus {
 pub(crate) enum Spec {
     Tap(TapConfig),
     Proxy(ProxyConfig),
+    Server(ServerKind),
+}
+
+/// The emulated servers the engine can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ServerKind {
+    Fesl,
+    Gp,
 }
 
 pub(crate) struct Route {
@@ -75,7 +85,7 @@ impl Route {
             listen: self.listen,
             upstream: match &self.spec {
                 Spec::Tap(t) => Some(t.upstream.clone()),
-                Spec::Proxy(_) => None,
+                Spec::Proxy(_) | Spec::Server(_) => None,
             },
             dissector: self.dissector.clone(),
             state: self.state.clone(),
@@ -104,7 +114,33 @@ pub(crate) fn from_config(config: &Config) -> Vec<Route> {
         state: RouteState::Stopped,
         stop: None,
     });
-    std::iter::once(proxy).chain(taps).collect()
+    let server = |name: &str, kind, enabled, listen, dissector: &str| Route {
+        name: name.into(),
+        kind: RouteKind::Server,
+        enabled,
+        listen,
+        dissector: Some(dissector.into()),
+        spec: Spec::Server(kind),
+        state: RouteState::Stopped,
+        stop: None,
+    };
+    let servers = [
+        server(
+            "fesl-server",
+            ServerKind::Fesl,
+            config.servers.fesl.enabled,
+            config.servers.fesl.listen_or(FESL_SERVER_PORT),
+            "fesl",
+        ),
+        server(
+            "gp-server",
+            ServerKind::Gp,
+            config.servers.gp.enabled,
+            config.servers.gp.listen_or(GP_SERVER_PORT),
+            "gp",
+        ),
+    ];
+    std::iter::once(proxy).chain(servers).chain(taps).collect()
 }
 
 pub(crate) async fn start(shared: &Arc<Shared>, name: &str) -> Result<SocketAddr, EngineError> {
@@ -227,6 +263,7 @@ async fn launch(
             );
             Ok((addr, token))
         }
+        Spec::Server(kind) => launch_server(shared, name, kind, listen, token, span).await,
         Spec::Proxy(proxy_config) => {
             let ca = ca_of(shared, name)?;
             let listener = bind(name, listen).await?;
@@ -255,6 +292,49 @@ async fn launch(
             Ok((addr, token))
         }
     }
+}
+
+async fn launch_server(
+    shared: &Arc<Shared>,
+    name: &str,
+    kind: ServerKind,
+    listen: SocketAddr,
+    token: CancellationToken,
+    span: tracing::Span,
+) -> Result<(SocketAddr, CancellationToken), EngineError> {
+    use crate::servers::{Ra3Config, fesl, gp};
+    let store = shared
+        .accounts()
+        .await
+        .map_err(|reason| EngineError::Route {
+            route: name.to_string(),
+            reason,
+        })?;
+    let listener = bind(name, listen).await?;
+    let addr = listener.local_addr().unwrap_or(listen);
+    let route = name.to_string();
+    let stop = token.clone();
+    tracing::info!(route = %name, "emulated {kind:?} server listening on {addr}");
+    let task = async move {
+        let result = match kind {
+            ServerKind::Fesl => {
+                fesl::run(
+                    listener,
+                    fesl::FeslCtx::new(store, Ra3Config::default()),
+                    stop,
+                )
+                .await
+            }
+            ServerKind::Gp => {
+                gp::run(listener, gp::GpCtx::new(store, Ra3Config::default()), stop).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(route = %route, "server stopped: {e}");
+        }
+    };
+    tokio::spawn(task.instrument(span));
+    Ok((addr, token))
 }
 
 fn ca_of(shared: &Shared, route: &str) -> Result<Arc<crate::proxy::ca::Ca>, EngineError> {
