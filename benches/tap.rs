@@ -112,8 +112,13 @@ fn engine_in_front_of(server: SocketAddr) -> (Engine, SocketAddr, tempfile::Temp
     config.servers.fesl.enabled = false;
     config.servers.gp.enabled = false;
     let engine = Engine::start(config, StartOptions::default()).expect("engine");
-    let addr = match &engine.routes()[0].state {
-        RouteState::Running(a) => *a,
+    let state = engine
+        .routes()
+        .into_iter()
+        .find(|r| r.name == "bench")
+        .map(|r| r.state);
+    let addr = match state {
+        Some(RouteState::Running(a)) => a,
         other => panic!("tap not running: {other:?}"),
     };
     (engine, addr, dir)

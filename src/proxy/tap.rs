@@ -369,7 +369,7 @@ fn describe_end(dir: Direction, end: &End, settings: &TapSettings) -> String {
     }
 }
 
-const READ_BUF: usize = 64 * 1024;
+const READ_BUF: usize = 256 * 1024;
 
 impl Pump<'_> {
     async fn run(
