@@ -48,7 +48,7 @@ impl Viewer {
     /// Shows the engine's capture live, and keeps the engine running while the window is.
     pub fn with_engine(mut self, engine: crate::engine::Engine) -> Self {
         let store = engine.store().clone();
-        self.attach_store(store, "live");
+        self.attach_store(store, "engine");
         self.engine = Some(engine);
         self
     }
