@@ -284,6 +284,19 @@ impl Engine {
             .block_on(interceptor.inject(connection, direction, bytes))?)
     }
 
+    /// Sends a recorded packet again, in its direction, on its connection (which must still
+    /// be live). Recorded as injected.
+    pub fn resend(&self, packet: crate::capture::PacketId) -> Result<(), EngineError> {
+        let (connection, direction, bytes) = {
+            let data = self.store().read();
+            let p = data
+                .packet(packet)
+                .ok_or_else(|| EngineError::Capture(format!("no packet {}", packet.0)))?;
+            (p.connection, p.direction, p.data.to_vec())
+        };
+        self.inject(connection, direction, bytes)
+    }
+
     pub fn live_connections(&self) -> Vec<ConnectionId> {
         self.shared.interceptor.live_connections()
     }
