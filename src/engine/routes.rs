@@ -273,6 +273,11 @@ async fn launch(
                 system_roots: true,
                 extra_ca: proxy_config.upstream_ca.clone(),
                 insecure_upstream: proxy_config.insecure_upstream,
+                extra_roots: shared
+                    .ca
+                    .as_ref()
+                    .map(|ca| vec![ca.cert_der().clone()])
+                    .unwrap_or_default(),
                 ..Default::default()
             };
             let recorder = shared.recorder.clone();

@@ -39,10 +39,8 @@ use hudsucker::{
 };
 use parking_lot::Mutex;
 use rustls::ClientConfig;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::server::Acceptor;
-use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{LazyConfigAcceptor, TlsConnector};
@@ -67,6 +65,9 @@ pub struct HttpProxyOptions {
     pub extra_ca: Option<PathBuf>,
     /// Accept any upstream certificate. Recorded on every connection.
     pub insecure_upstream: bool,
+    /// Roots given in memory (the engine passes gamewire's own CA, so emulators serving our
+    /// leaves are reachable through the proxy).
+    pub extra_roots: Vec<CertificateDer<'static>>,
     /// How long to wait for a client's first bytes after `CONNECT` before deciding the
     /// server speaks first and relaying raw.
     pub first_bytes_timeout: Duration,
@@ -79,6 +80,7 @@ impl Default for HttpProxyOptions {
             system_roots: true,
             extra_ca: None,
             insecure_upstream: false,
+            extra_roots: Vec::new(),
             first_bytes_timeout: Duration::from_millis(500),
         }
     }
@@ -86,12 +88,8 @@ impl Default for HttpProxyOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("extra upstream CA {path}: {source}")]
-    ExtraCa { path: PathBuf, source: io::Error },
-    #[error("extra upstream CA {0}: no usable certificate in it")]
-    ExtraCaEmpty(PathBuf),
     #[error("upstream TLS: {0}")]
-    Tls(#[from] rustls::Error),
+    UpstreamTls(#[from] super::tls::TlsSetupError),
     #[error("proxy: {0}")]
     Io(#[from] io::Error),
     #[error("proxy: {0}")]
@@ -110,7 +108,7 @@ pub async fn run(
     if !proxy_addr.ip().is_unspecified() {
         ca.set_default_name(&proxy_addr.ip().to_string());
     }
-    let upstream_tls = Arc::new(upstream_client_config(&options)?);
+    let upstream_tls = upstream_client_config(&options)?;
     let internal = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
     let internal_addr = internal.local_addr()?;
     let shared = Arc::new(Shared {
@@ -189,92 +187,14 @@ pub async fn run(
 }
 
 /// Upstream TLS trust as the options say. No ALPN: hyper-rustls adds its own.
-pub fn upstream_client_config(options: &HttpProxyOptions) -> Result<ClientConfig, ProxyError> {
-    let provider = super::crypto_provider();
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
-    if options.insecure_upstream {
-        return Ok(builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
-            .with_no_client_auth());
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    if options.system_roots {
-        let native = rustls_native_certs::load_native_certs();
-        for e in &native.errors {
-            tracing::warn!("system root certificates: {e}");
-        }
-        let (added, ignored) = roots.add_parsable_certificates(native.certs);
-        tracing::debug!(added, ignored, "system root certificates");
-    }
-    if let Some(path) = &options.extra_ca {
-        let bytes = std::fs::read(path).map_err(|source| ProxyError::ExtraCa {
-            path: path.clone(),
-            source,
-        })?;
-        let mut certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
-            .filter_map(Result::ok)
-            .collect();
-        if certs.is_empty() {
-            certs.push(CertificateDer::from(bytes));
-        }
-        let (added, _) = roots.add_parsable_certificates(certs);
-        if added == 0 {
-            return Err(ProxyError::ExtraCaEmpty(path.clone()));
-        }
-    }
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
-}
-
-/// For `insecure_upstream`: the certificate is not checked, the handshake signatures still
-/// are (so the session keys belong to whoever holds the certificate's key).
-#[derive(Debug)]
-struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+pub fn upstream_client_config(options: &HttpProxyOptions) -> Result<Arc<ClientConfig>, ProxyError> {
+    let trust = super::tls::UpstreamTrust {
+        system_roots: options.system_roots,
+        extra_ca: options.extra_ca.clone(),
+        insecure: options.insecure_upstream,
+        extra_roots: options.extra_roots.clone(),
+    };
+    Ok(super::tls::client_config(&trust, Vec::new())?)
 }
 
 struct Shared {

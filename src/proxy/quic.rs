@@ -155,18 +155,7 @@ async fn relay_connection(
         tracing::info!(route = %settings.route, peer = %client.remote_address(), "client certificate sha256 {fp}");
     }
     let up = &settings.upstream;
-    let addr = match up.address {
-        Some(a) => Ok(a),
-        None => match &shared.resolver {
-            Some(r) => r
-                .resolve(&up.host, up.port)
-                .await
-                .map_err(|e| e.to_string()),
-            None => format!("{}:{}", up.host, up.port)
-                .parse()
-                .map_err(|_| format!("cannot resolve {}", up.host)),
-        },
-    };
+    let addr = super::tap::upstream_addr(up, shared).await;
     let fail = |reason: String| {
         let conn = shared.recorder.open(
             &settings.route,

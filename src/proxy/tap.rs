@@ -194,20 +194,9 @@ async fn connect_upstream(
     conn: &ConnRecorder,
 ) -> Result<(BoxRead, BoxWrite), String> {
     let up = &settings.upstream;
-    let addr = match up.address {
-        Some(a) => a,
-        None => match &shared.resolver {
-            Some(r) => r
-                .resolve(&up.host, up.port)
-                .await
-                .map_err(|e| format!("upstream: {e}"))?,
-            None => tokio::net::lookup_host((up.host.as_str(), up.port))
-                .await
-                .ok()
-                .and_then(|mut a| a.next())
-                .ok_or_else(|| format!("upstream: cannot resolve {}", up.host))?,
-        },
-    };
+    let addr = upstream_addr(up, shared)
+        .await
+        .map_err(|e| format!("upstream: {e}"))?;
     conn.set_server(addr);
     let stream =
         match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
@@ -252,6 +241,25 @@ async fn connect_upstream(
             "upstream {}: TLS handshake timed out",
             up.describe()
         )),
+    }
+}
+
+/// The upstream's address: the configured one, else DNS (never the hosts file, when the
+/// engine has a resolver), else the system's lookup.
+pub(crate) async fn upstream_addr(up: &Upstream, shared: &TapShared) -> Result<SocketAddr, String> {
+    if let Some(a) = up.address {
+        return Ok(a);
+    }
+    match &shared.resolver {
+        Some(r) => r
+            .resolve(&up.host, up.port)
+            .await
+            .map_err(|e| e.to_string()),
+        None => tokio::net::lookup_host((up.host.as_str(), up.port))
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| format!("cannot resolve {}", up.host)),
     }
 }
 

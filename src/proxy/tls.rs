@@ -131,10 +131,14 @@ pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSe
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<_, _>>()
         .map_err(|e| err(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(err("no PEM certificate in it".into()));
+    if !certs.is_empty() {
+        return Ok(certs);
     }
-    Ok(certs)
+    // No PEM block: a DER file, as `gamewire ca export --der` writes.
+    if bytes.first() == Some(&0x30) {
+        return Ok(vec![CertificateDer::from(bytes)]);
+    }
+    Err(err("no certificate in it (expected PEM or DER)".into()))
 }
 
 /// What a TLS session looked like, for the capture.

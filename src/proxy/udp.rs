@@ -89,18 +89,7 @@ async fn open_session(
     if let Some(d) = &settings.dissector {
         conn.set_protocol(d.name());
     }
-    let target = match up.address {
-        Some(a) => Ok(a),
-        None => match &shared.resolver {
-            Some(r) => r
-                .resolve(&up.host, up.port)
-                .await
-                .map_err(|e| e.to_string()),
-            None => format!("{}:{}", up.host, up.port)
-                .parse()
-                .map_err(|_| format!("cannot resolve {}", up.host)),
-        },
-    };
+    let target = super::tap::upstream_addr(up, shared).await;
     let target = match target {
         Ok(t) => t,
         Err(e) => {
