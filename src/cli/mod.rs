@@ -83,7 +83,10 @@ pub fn main() -> ExitCode {
     // So do `gui` and no command when they start the engine.
     if !matches!(
         cli.command,
-        Some(Command::Serve(_)) | Some(Command::Gui { file: None }) | None
+        Some(Command::Serve(_))
+            | Some(Command::Proxy(_))
+            | Some(Command::Gui { file: None })
+            | None
     ) {
         init_logging();
     }

@@ -23,11 +23,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (config, created) = Config::load_or_create(&args.config)?;
-    let log_dir = config.data_dir.join("logs");
-    logs::init(&config.log_level, &log_dir)
-        .with_context(|| format!("cannot create the log directory {}", log_dir.display()))?;
-    println!(
-        "config: {}{}",
+    let origin = format!(
+        "{}{}",
         args.config.display(),
         if created {
             " (created with the defaults)"
@@ -35,14 +32,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ""
         }
     );
+    run_engine(config, &origin, args.capture)
+}
+
+/// Runs the engine with `config` until Ctrl-C or SIGTERM; `origin` says where the
+/// configuration came from. `gamewire proxy` comes here too, with a proxy-only config.
+pub fn run_engine(
+    config: Config,
+    origin: &str,
+    capture: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let log_dir = config.data_dir.join("logs");
+    logs::init(&config.log_level, &log_dir)
+        .with_context(|| format!("cannot create the log directory {}", log_dir.display()))?;
+    println!("config: {origin}");
     println!("logs:   {}", log_dir.display());
-    if let Some(path) = &args.capture {
+    if let Some(path) = &capture {
         println!("capture: {} (written continuously)", path.display());
     }
     let engine = Engine::start(
         config,
         StartOptions {
-            capture: args.capture.clone(),
+            capture: capture.clone(),
         },
     )?;
     let routes = engine.routes();
@@ -97,7 +108,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     handle.block_on(wait_for_stop_signal());
     let packets = engine.store().read().packet_count();
     engine.shutdown()?;
-    match &args.capture {
+    match &capture {
         Some(path) => println!("stopped; {packets} packets in {}", path.display()),
         None => println!("stopped; {packets} packets captured (not saved: no --capture)"),
     }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -120,6 +120,8 @@ struct Pending {
 /// Shared by every tap of an engine.
 pub struct Interceptor {
     rules: Mutex<Vec<Rule>>,
+    /// `rules.len()`, readable without the lock: every relay asks on every read.
+    rule_count: AtomicUsize,
     /// How long a held message waits before it is forwarded unchanged.
     hold_timeout: Mutex<Duration>,
     pending: Mutex<HashMap<HoldId, Pending>>,
@@ -146,6 +148,7 @@ impl Interceptor {
         let (events, _) = broadcast::channel(1024);
         Interceptor {
             rules: Mutex::new(Vec::new()),
+            rule_count: AtomicUsize::new(0),
             hold_timeout: Mutex::new(Duration::from_secs(60)),
             pending: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
@@ -159,7 +162,9 @@ impl Interceptor {
     }
 
     pub fn set_rules(&self, rules: Vec<Rule>) {
-        *self.rules.lock() = rules;
+        let mut current = self.rules.lock();
+        self.rule_count.store(rules.len(), Ordering::Relaxed);
+        *current = rules;
     }
 
     pub fn rules(&self) -> Vec<Rule> {
@@ -172,6 +177,9 @@ impl Interceptor {
 
     /// Whether a relay on `route` needs to frame messages at all (framing costs a copy).
     pub fn watches(&self, route: &str) -> bool {
+        if self.rule_count.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
         self.rules.lock().iter().any(|r| r.applies_to_route(route))
     }
 

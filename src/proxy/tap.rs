@@ -419,9 +419,12 @@ impl Pump<'_> {
             };
             self.activity.touch();
             let data = &buf[..n];
-            let watched = self.settings.dissector.is_some()
-                && self.shared.interceptor.watches(&self.settings.route);
-            if !watched {
+            let dissector = self
+                .settings
+                .dissector
+                .as_ref()
+                .filter(|_| self.shared.interceptor.watches(&self.settings.route));
+            let Some(dissector) = dissector else {
                 if let Some(f) = framer.take()
                     && !f.pending.is_empty()
                 {
@@ -436,8 +439,11 @@ impl Pump<'_> {
                     break End::WriteError(e);
                 }
                 continue;
-            }
-            let f = framer.get_or_insert_with(|| Framer::new(self.settings, self.direction));
+            };
+            let f = framer.get_or_insert_with(|| Framer {
+                decoder: dissector.decoder(self.direction, &self.settings.dissect_context),
+                pending: Vec::new(),
+            });
             f.pending.extend_from_slice(data);
             if let Err(e) = self.forward_messages(f, &mut to).await {
                 break End::WriteError(e);
@@ -528,34 +534,4 @@ impl Pump<'_> {
 struct Framer {
     decoder: Box<dyn StreamDecoder>,
     pending: Vec<u8>,
-}
-
-impl Framer {
-    fn new(settings: &TapSettings, direction: Direction) -> Self {
-        let decoder = match &settings.dissector {
-            Some(d) => d.decoder(direction, &settings.dissect_context),
-            None => Box::new(PassThrough),
-        };
-        Framer {
-            decoder,
-            pending: Vec::new(),
-        }
-    }
-}
-
-/// Every read is one message; used only if a framer is somehow made without a dissector.
-struct PassThrough;
-
-impl StreamDecoder for PassThrough {
-    fn frame(&mut self, buf: &[u8]) -> Framing {
-        if buf.is_empty() {
-            Framing::NeedMore(None)
-        } else {
-            Framing::Complete(buf.len())
-        }
-    }
-
-    fn decode(&mut self, msg: &[u8]) -> crate::dissect::Message {
-        crate::dissect::stream::undecodable(msg.len(), "no dissector")
-    }
 }

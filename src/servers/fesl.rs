@@ -10,7 +10,6 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::{Ra3Config, ReadClock};
 use crate::dissect::Framing;
@@ -641,26 +640,10 @@ pub async fn run(
     ctx: FeslCtx,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let tracker = TaskTracker::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => {
-                    let _ = socket.set_nodelay(true);
-                    tracker.spawn(connection(socket, peer, ctx.clone(), shutdown.clone()));
-                }
-                Err(e) => {
-                    // Out of descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "fesl: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-    tracker.close();
-    tracker.wait().await;
-    Ok(())
+    super::accept_loop("fesl", listener, shutdown.clone(), move |socket, peer| {
+        connection(socket, peer, ctx.clone(), shutdown.clone())
+    })
+    .await
 }
 
 async fn connection(

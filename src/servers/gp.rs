@@ -9,7 +9,6 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::fesl::Flow;
 use super::{Ra3Config, ReadClock};
@@ -307,25 +306,10 @@ pub async fn run(
     ctx: GpCtx,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let tracker = TaskTracker::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => {
-                    let _ = socket.set_nodelay(true);
-                    tracker.spawn(serve(socket, peer, ctx.clone(), shutdown.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "gp: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-    tracker.close();
-    tracker.wait().await;
-    Ok(())
+    super::accept_loop("gp", listener, shutdown.clone(), move |socket, peer| {
+        serve(socket, peer, ctx.clone(), shutdown.clone())
+    })
+    .await
 }
 
 async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: GpCtx, shutdown: CancellationToken) {

@@ -117,3 +117,37 @@ impl std::fmt::Display for ReadEnd {
         }
     }
 }
+
+/// Accepts clients until `shutdown`, one task per connection, and waits for those tasks
+/// before returning, so that a stopped server has really let go of its clients.
+pub async fn accept_loop<F, Fut>(
+    name: &str,
+    listener: tokio::net::TcpListener,
+    shutdown: tokio_util::sync::CancellationToken,
+    mut serve: F,
+) -> std::io::Result<()>
+where
+    F: FnMut(tokio::net::TcpStream, std::net::SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let tracker = tokio_util::task::TaskTracker::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    tracker.spawn(serve(socket, peer));
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "{name}: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
