@@ -1,6 +1,7 @@
 //! The data model of gamewire and its file formats. No networking, no GUI: everything else
 //! depends on this module and it depends on nothing of the crate.
 
+mod arena;
 pub mod files;
 pub mod gwcap;
 pub mod model;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use super::arena::{Arena, Span};
 use super::gwcap::{Journal, JournalError};
 use super::model::{
     Connection, ConnectionId, Direction, NewPacket, Packet, PacketFlags, PacketId, Timestamp,
@@ -32,54 +33,8 @@ pub enum StoreError {
 /// Largest single packet the store accepts. Reads from sockets are far smaller; this only
 /// bounds what a malicious or corrupt import can make us allocate for one record.
 pub const MAX_PACKET_LEN: usize = 256 * 1024 * 1024;
-const CHUNK_SIZE: usize = 4 * 1024 * 1024;
 const NO_LABEL: u32 = 0;
 const NO_ORIGINAL: u32 = u32::MAX;
-
-#[derive(Clone, Copy, Debug)]
-struct Span {
-    chunk: u32,
-    offset: u32,
-    len: u32,
-}
-
-/// Append-only byte storage in fixed-size chunks. A packet never straddles chunks; one larger
-/// than a chunk gets a chunk of its own.
-#[derive(Default)]
-struct Arena {
-    chunks: Vec<Vec<u8>>,
-}
-
-impl Arena {
-    fn push(&mut self, bytes: &[u8]) -> Span {
-        let fits = self
-            .chunks
-            .last()
-            .is_some_and(|c| c.capacity() - c.len() >= bytes.len());
-        if !fits {
-            self.chunks
-                .push(Vec::with_capacity(CHUNK_SIZE.max(bytes.len())));
-        }
-        let chunk_index = self.chunks.len() - 1;
-        let chunk = &mut self.chunks[chunk_index];
-        let offset = chunk.len();
-        chunk.extend_from_slice(bytes);
-        Span {
-            chunk: chunk_index as u32,
-            offset: offset as u32,
-            len: bytes.len() as u32,
-        }
-    }
-
-    fn get(&self, span: Span) -> &[u8] {
-        let start = span.offset as usize;
-        &self.chunks[span.chunk as usize][start..start + span.len as usize]
-    }
-
-    fn bytes_reserved(&self) -> usize {
-        self.chunks.iter().map(|c| c.capacity()).sum()
-    }
-}
 
 /// 40 bytes per packet: the budget is 64 bytes of overhead per packet while a capture is open.
 #[derive(Clone, Copy, Debug)]
@@ -209,6 +164,12 @@ impl StoreData {
                 .map(|v| v.capacity() * 4)
                 .sum::<usize>()
             + self.connections.capacity() * std::mem::size_of::<Connection>()
+    }
+
+    /// Whether new packet bytes go to a temporary file (see
+    /// [`CaptureStore::keep_bytes_in_temp_file`]).
+    pub fn keeps_bytes_in_temp_file(&self) -> bool {
+        self.arena.is_file_backed()
     }
 
     pub fn connections(&self) -> &[Connection] {
@@ -496,9 +457,7 @@ impl StoreData {
         for ids in &mut self.per_connection {
             ids.shrink_to_fit();
         }
-        if let Some(last) = self.arena.chunks.last_mut() {
-            last.shrink_to_fit();
-        }
+        self.arena.shrink_last();
     }
 }
 
@@ -518,6 +477,14 @@ impl CaptureStore {
         CaptureStore {
             data: RwLock::new(StoreData::new()),
         }
+    }
+
+    /// A store whose packet bytes from now on go to a deleted temporary file in `dir`
+    /// rather than fresh memory: several times cheaper to fill at line rate, and not bounded
+    /// by RAM (see `arena.rs`). Falls back to memory, with the error, where the file cannot
+    /// be made.
+    pub fn keep_bytes_in_temp_file(&self, dir: &Path) -> std::io::Result<()> {
+        self.data.write().arena.use_temp_file(dir)
     }
 
     pub fn from_data(data: StoreData) -> Self {
@@ -724,7 +691,7 @@ mod tests {
     fn big_packets_get_their_own_chunk() {
         let mut data = StoreData::new();
         let c = data.add_connection(conn());
-        let big = vec![0xAB; CHUNK_SIZE + 10];
+        let big = vec![0xAB; super::super::arena::CHUNK_SIZE + 10];
         let a = data
             .append(NewPacket::new(
                 c,

@@ -4,8 +4,8 @@
 //! the span is unframeable); the body is framed by `Transfer-Encoding: chunked` (to the end
 //! of the trailers), else by `Content-Length` (at most [`MAX_BODY`]), else it is empty for
 //! requests and for 1xx/204/304 responses. A response with neither length nor chunking runs
-//! until the connection closes: a decoder cannot see the close, so such a response stays
-//! `NeedMore` and the driver reports it at the end of the capture as incomplete. Responses to
+//! until the connection closes: it stays `NeedMore` until the driver reports the close
+//! ([`StreamDecoder::finish`]), and is incomplete if the capture ends first. Responses to
 //! `HEAD` carry a `Content-Length` but no body; the server-side decoder cannot see the
 //! request, so when the bytes after such a head are the start of the next response
 //! (`HTTP/1.x NNN `) the body is taken as empty. After `101 Switching Protocols` (server
@@ -480,6 +480,23 @@ impl Http1Decoder {
 }
 
 impl StreamDecoder for Http1Decoder {
+    fn finish(&mut self, rest: &[u8]) -> Option<Message> {
+        // Only a response whose head is whole and whose body runs until the close is
+        // complete now; anything else really was cut short.
+        if self.dir != Direction::ServerToClient || self.upgraded {
+            return None;
+        }
+        let head = head_end(&rest[..rest.len().min(MAX_HEAD)])?;
+        let nlines = rest[..head].iter().filter(|&&b| b == b'\n').count();
+        let mut headers = vec![httparse::EMPTY_HEADER; nlines.min(MAX_HEADERS)];
+        let mut resp = httparse::Response::new(&mut headers);
+        let Ok(httparse::Status::Complete(_)) = resp.parse(&rest[..head]) else {
+            return None;
+        };
+        let hs = resp.headers.iter().map(|h| (h.name.as_bytes(), h.value));
+        (body_kind(hs, self.dir, resp.code) == BodyKind::UntilClose).then(|| self.decode(rest))
+    }
+
     fn frame(&mut self, buf: &[u8]) -> Framing {
         if buf.is_empty() {
             return Framing::NeedMore(None);

@@ -82,6 +82,12 @@ pub trait StreamDecoder: Send {
     /// Decodes one message that `frame` delimited. Never fails: malformed parts become
     /// nodes with `error` set.
     fn decode(&mut self, msg: &[u8]) -> Message;
+    /// The stream ended (the connection closed) with `rest` not framed as a whole message.
+    /// Protocols where the close ends a message, such as an HTTP response without a length,
+    /// decode it here; `None` reports the bytes as an incomplete message.
+    fn finish(&mut self, _rest: &[u8]) -> Option<Message> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::capture::{ConnectionId, Direction, PacketId, StoreData};
 
-use super::stream::{Decoded, decode_connection};
+use super::stream::{Decoded, decode_connection_to};
 use super::{Context, Dissector, Registry};
 
 /// How many leading bytes of each side the content heuristics look at.
@@ -42,7 +42,10 @@ pub fn decode_capture(
             continue;
         };
         out.protocols.insert(conn.id, dissector.name());
-        for decoded in decode_connection(dissector.as_ref(), ctx, data.packets_of(conn.id)) {
+        let ended = conn.closed.is_some();
+        for decoded in
+            decode_connection_to(dissector.as_ref(), ctx, data.packets_of(conn.id), ended)
+        {
             out.messages
                 .entry(decoded.packet)
                 .or_default()

@@ -22,11 +22,23 @@ pub struct Decoded {
     pub message: Message,
 }
 
-/// Decodes every packet of one connection, both directions, in the order given.
+/// Decodes every packet of one connection, both directions, in the order given. The
+/// connection may go on after them: bytes left over are reported as incomplete.
 pub fn decode_connection<'a>(
     dissector: &dyn Dissector,
     ctx: &Context,
     packets: impl IntoIterator<Item = PacketRef<'a>>,
+) -> Vec<Decoded> {
+    decode_connection_to(dissector, ctx, packets, false)
+}
+
+/// [`decode_connection`] for packets that end with the connection's close (`ended`), which
+/// completes messages that run until it.
+pub fn decode_connection_to<'a>(
+    dissector: &dyn Dissector,
+    ctx: &Context,
+    packets: impl IntoIterator<Item = PacketRef<'a>>,
+    ended: bool,
 ) -> Vec<Decoded> {
     let (client, server) = dissector.connection_decoders(ctx);
     let mut c2s = DirectionStream::new(client);
@@ -39,8 +51,8 @@ pub fn decode_connection<'a>(
         };
         stream.push(p.id, p.data, p.direction, &mut out);
     }
-    c2s.finish(Direction::ClientToServer, &mut out);
-    s2c.finish(Direction::ServerToClient, &mut out);
+    c2s.finish(Direction::ClientToServer, ended, &mut out);
+    s2c.finish(Direction::ServerToClient, ended, &mut out);
     for decoded in &mut out {
         annotate_tokens(decoded, ctx);
     }
@@ -153,13 +165,20 @@ impl DirectionStream {
     }
 
     /// Reports bytes left over at the end of the capture as an incomplete message.
-    pub fn finish(&mut self, dir: Direction, out: &mut Vec<Decoded>) {
+    /// Reports what is left at the end of the packets. `ended`: the connection closed there,
+    /// which completes messages that run until the close.
+    pub fn finish(&mut self, dir: Direction, ended: bool, out: &mut Vec<Decoded>) {
         if self.pending.is_empty() {
             return;
         }
         let (packet, offset) = locate(&self.origins, 0);
         let bytes = std::mem::take(&mut self.pending);
-        let message = undecodable(bytes.len(), "incomplete message at the end of the capture");
+        let message = ended
+            .then(|| self.decoder.finish(&bytes))
+            .flatten()
+            .unwrap_or_else(|| {
+                undecodable(bytes.len(), "incomplete message at the end of the capture")
+            });
         out.push(Decoded {
             direction: dir,
             packet,

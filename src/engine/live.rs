@@ -61,8 +61,27 @@ impl LiveDecoder {
     pub fn on_event(&mut self, store: &CaptureStore, event: &CaptureEvent) -> Vec<MessageLine> {
         match event {
             CaptureEvent::Closed(id) => {
-                self.connections.remove(id);
-                Vec::new()
+                // The close completes messages that run until it (an HTTP/1.0 response).
+                let Some(ConnDecode {
+                    route,
+                    streams: Some((mut c2s, mut s2c)),
+                }) = self.connections.remove(id)
+                else {
+                    return Vec::new();
+                };
+                let mut out: Vec<Decoded> = Vec::new();
+                c2s.finish(Direction::ClientToServer, true, &mut out);
+                s2c.finish(Direction::ServerToClient, true, &mut out);
+                out.into_iter()
+                    .map(|d| MessageLine {
+                        route: route.clone(),
+                        connection: *id,
+                        direction: d.direction,
+                        label: d.message.label,
+                        size: d.bytes.len(),
+                        flags: String::new(),
+                    })
+                    .collect()
             }
             CaptureEvent::Packet {
                 id,
@@ -118,5 +137,61 @@ impl LiveDecoder {
             }
             _ => Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::Transport;
+    use crate::proxy::Recorder;
+    use tokio::sync::broadcast::Receiver;
+
+    /// Feeds the events announced so far to `live`; the lines it printed.
+    fn drain(
+        live: &mut LiveDecoder,
+        recorder: &Recorder,
+        events: &mut Receiver<CaptureEvent>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            out.extend(
+                live.on_event(recorder.store(), &event)
+                    .into_iter()
+                    .map(|l| format!("{} {}", l.direction.arrow(), l.label)),
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn the_close_completes_a_response_that_runs_until_it() {
+        let recorder = Recorder::new(Arc::new(CaptureStore::new()));
+        let mut events = recorder.subscribe();
+        let mut live = LiveDecoder::new(Registry::standard(), Context::default());
+        let conn = recorder.open(
+            "web",
+            "127.0.0.1:50000".parse().unwrap(),
+            "127.0.0.1:80".parse().unwrap(),
+            Transport::Tcp,
+        );
+        conn.packet(Direction::ClientToServer, b"GET / HTTP/1.0\r\n\r\n");
+        conn.packet(
+            Direction::ServerToClient,
+            b"HTTP/1.0 200 OK\r\nServer: old\r\n\r\nhello",
+        );
+        // Nothing yet for the response: it runs until the close.
+        let before = drain(&mut live, &recorder, &mut events);
+        assert_eq!(before.len(), 1, "{before:?}");
+        assert!(before[0].ends_with("GET /"), "{before:?}");
+        conn.packet(Direction::ServerToClient, b" world");
+        assert_eq!(
+            drain(&mut live, &recorder, &mut events),
+            Vec::<String>::new()
+        );
+        conn.close("closed by server");
+        let after = drain(&mut live, &recorder, &mut events);
+        assert_eq!(after.len(), 1, "{after:?}");
+        assert!(after[0].ends_with("200 OK"), "{after:?}");
     }
 }

@@ -114,6 +114,13 @@ impl Engine {
             .build()
             .map_err(EngineError::Runtime)?;
         let store = Arc::new(CaptureStore::new());
+        let temp = std::env::temp_dir();
+        if let Err(e) = store.keep_bytes_in_temp_file(&temp) {
+            tracing::warn!(
+                "cannot keep the capture's bytes in a temporary file in {} ({e}); they stay in memory",
+                temp.display()
+            );
+        }
         if let Some(path) = &options.capture {
             store
                 .journal_to(path, Duration::from_millis(250))

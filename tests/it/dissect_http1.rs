@@ -295,6 +295,68 @@ fn response_until_close_is_reported_incomplete() {
 }
 
 #[test]
+fn response_until_close_is_complete_when_the_connection_closed() {
+    let mut data = StoreData::new();
+    let c = data.add_connection(Connection::new(
+        "127.0.0.1:50000".parse().unwrap(),
+        "127.0.0.1:9000".parse().unwrap(),
+        Transport::Tcp,
+        Timestamp(0),
+    ));
+    data.append(NewPacket::new(
+        c,
+        C2S,
+        Timestamp(0),
+        b"GET /old HTTP/1.0\r\n\r\n".to_vec(),
+    ))
+    .unwrap();
+    for part in [
+        &b"HTTP/1.0 200 OK\r\nConnection: close\r\n\r\nsome "[..],
+        b"body",
+    ] {
+        data.append(NewPacket::new(c, S2C, Timestamp(1), part.to_vec()))
+            .unwrap();
+    }
+    let open = gamewire::dissect::session::decode_capture(
+        &gamewire::dissect::Registry::standard(),
+        &Context::default(),
+        &data,
+        Some("http"),
+    );
+    let labels = |d: &gamewire::dissect::session::CaptureDecode| {
+        let mut all: Vec<String> = d
+            .messages
+            .values()
+            .flatten()
+            .map(|m| m.message.label.clone())
+            .collect();
+        all.sort();
+        all
+    };
+    // Still open: the response may go on.
+    assert_eq!(labels(&open), ["GET /old", "undecodable"]);
+
+    data.close_connection(c, Timestamp(2), Some("closed by server".into()))
+        .unwrap();
+    let closed = gamewire::dissect::session::decode_capture(
+        &gamewire::dissect::Registry::standard(),
+        &Context::default(),
+        &data,
+        Some("http"),
+    );
+    assert_eq!(labels(&closed), ["200 OK", "GET /old"]);
+    let response = closed
+        .messages
+        .values()
+        .flatten()
+        .find(|m| m.direction == S2C)
+        .unwrap();
+    let body = response.message.tree.child("body").unwrap();
+    assert_eq!(&response.bytes[body.range.clone()], b"some body");
+    assert!(!response.message.is_error());
+}
+
+#[test]
 fn upgrade_switches_to_opaque_data() {
     let got = run(&[
         (

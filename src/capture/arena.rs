@@ -1,0 +1,294 @@
+//! Where packet bytes live: append-only chunks, in memory or in a temporary file.
+//!
+//! A live capture can take in gigabytes. Fresh anonymous memory has to be zeroed by the
+//! kernel on first touch, and on a virtual machine that alone runs at about 1 GB/s, half the
+//! speed of a loopback relay. Page-cache pages written whole with `pwrite` are never zeroed
+//! (about 3 GB/s on the same machine), and the kernel may write them out under memory
+//! pressure, so a capture larger than RAM still works. Like Wireshark's temporary capture
+//! files, the engine's live store therefore keeps its bytes in a deleted temporary file that
+//! it maps read-only; everything else (loaded files, tests) stays in memory.
+
+use std::fs::File;
+use std::path::Path;
+
+/// Bytes per chunk. A packet never straddles chunks; one larger than a chunk gets a chunk of
+/// its own.
+pub(super) const CHUNK_SIZE: usize = 4 * 1024 * 1024;
+
+/// File chunks start at multiples of this, which every platform accepts as a map offset.
+const MAP_ALIGN: usize = 64 * 1024;
+
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Span {
+    pub chunk: u32,
+    pub offset: u32,
+    pub len: u32,
+}
+
+enum Chunk {
+    Memory(Vec<u8>),
+    /// A read-only view of `capacity` bytes of the backing file; the first `len` are written.
+    Mapped {
+        map: memmap2::Mmap,
+        file_offset: u64,
+        len: usize,
+    },
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        match self {
+            Chunk::Memory(v) => v.len(),
+            Chunk::Mapped { len, .. } => *len,
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        match self {
+            Chunk::Memory(v) => v.capacity(),
+            Chunk::Mapped { map, .. } => map.len(),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Memory(v) => v,
+            Chunk::Mapped { map, len, .. } => &map[..*len],
+        }
+    }
+}
+
+/// The temporary file behind mapped chunks.
+struct Backing {
+    file: File,
+    /// Bytes of the file handed out to chunks so far.
+    used: u64,
+}
+
+#[derive(Default)]
+pub(super) struct Arena {
+    chunks: Vec<Chunk>,
+    backing: Option<Backing>,
+}
+
+impl Arena {
+    /// Keeps new chunks in a temporary file under `dir`, which is deleted at once so that
+    /// nothing is left behind however the process ends. Chunks already made stay where they
+    /// are.
+    pub fn use_temp_file(&mut self, dir: &Path) -> std::io::Result<()> {
+        self.backing = Some(Backing {
+            file: temp_file(dir)?,
+            used: 0,
+        });
+        Ok(())
+    }
+
+    pub fn is_file_backed(&self) -> bool {
+        self.backing.is_some()
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) -> Span {
+        let fits = self
+            .chunks
+            .last()
+            .is_some_and(|c| c.capacity() - c.len() >= bytes.len());
+        if !fits {
+            let chunk = self.new_chunk(bytes.len());
+            self.chunks.push(chunk);
+        }
+        let chunk_index = self.chunks.len() - 1;
+        if let Err(e) = self.write_last(bytes) {
+            // A full disk, say. The bytes must not be lost: this and every later packet go to
+            // memory, as they would have without the file.
+            tracing::warn!("capture temporary file failed ({e}); keeping packet bytes in memory");
+            self.backing = None;
+            self.chunks.push(Chunk::Memory(Vec::with_capacity(
+                CHUNK_SIZE.max(bytes.len()),
+            )));
+            return self.push(bytes);
+        }
+        let chunk = &self.chunks[chunk_index];
+        Span {
+            chunk: chunk_index as u32,
+            offset: (chunk.len() - bytes.len()) as u32,
+            len: bytes.len() as u32,
+        }
+    }
+
+    fn write_last(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let Some(chunk) = self.chunks.last_mut() else {
+            return Err(std::io::Error::other("no chunk to write to"));
+        };
+        match chunk {
+            Chunk::Memory(v) => {
+                v.extend_from_slice(bytes);
+                Ok(())
+            }
+            Chunk::Mapped {
+                file_offset, len, ..
+            } => {
+                let Some(backing) = &self.backing else {
+                    return Err(std::io::Error::other("temporary file was given up"));
+                };
+                write_at(&backing.file, bytes, *file_offset + *len as u64)?;
+                *len += bytes.len();
+                Ok(())
+            }
+        }
+    }
+
+    fn new_chunk(&mut self, at_least: usize) -> Chunk {
+        let size = CHUNK_SIZE.max(at_least);
+        if let Some(backing) = &mut self.backing {
+            match map_chunk(backing, size) {
+                Ok(chunk) => return chunk,
+                Err(e) => {
+                    tracing::warn!(
+                        "capture temporary file failed ({e}); keeping packet bytes in memory"
+                    );
+                    self.backing = None;
+                }
+            }
+        }
+        Chunk::Memory(Vec::with_capacity(size))
+    }
+
+    pub fn get(&self, span: Span) -> &[u8] {
+        let start = span.offset as usize;
+        &self.chunks[span.chunk as usize].bytes()[start..start + span.len as usize]
+    }
+
+    pub fn bytes_reserved(&self) -> usize {
+        self.chunks.iter().map(Chunk::capacity).sum()
+    }
+
+    pub fn shrink_last(&mut self) {
+        if let Some(Chunk::Memory(v)) = self.chunks.last_mut() {
+            v.shrink_to_fit();
+        }
+    }
+}
+
+fn map_chunk(backing: &mut Backing, size: usize) -> std::io::Result<Chunk> {
+    let capacity = size.div_ceil(MAP_ALIGN) * MAP_ALIGN;
+    let file_offset = backing.used;
+    let end = file_offset + capacity as u64;
+    // Growing the file first means the whole map lies inside it: touching a map past the end
+    // of its file is a crash (SIGBUS), not an error.
+    backing.file.set_len(end)?;
+    // SAFETY: the file is ours alone (created here and unlinked at once), it only ever grows,
+    // so the mapped range stays inside it for the map's life; and its bytes change only
+    // through `write_at` on `&mut Arena`, while no slice of the map can be borrowed.
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(file_offset)
+            .len(capacity)
+            .map(&backing.file)?
+    };
+    backing.used = end;
+    Ok(Chunk::Mapped {
+        map,
+        file_offset,
+        len: 0,
+    })
+}
+
+/// Windows cannot unlink an open file, so a crash would leave it behind: memory only there.
+#[cfg(not(unix))]
+fn temp_file(_dir: &Path) -> std::io::Result<File> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+#[cfg(unix)]
+fn temp_file(dir: &Path) -> std::io::Result<File> {
+    let mut attempt = 0;
+    loop {
+        let path = dir.join(format!(
+            "gamewire-capture-{}-{:016x}.tmp",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        match options.open(&path) {
+            Ok(file) => {
+                // Unlinked while open: the space comes back when the capture is dropped or
+                // the process dies, and no one else can open (and so truncate) it.
+                std::fs::remove_file(&path)?;
+                return Ok(file);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 8 => {
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn write_at(file: &File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(bytes, offset)
+}
+
+#[cfg(not(unix))]
+fn write_at(_file: &File, _bytes: &[u8], _offset: u64) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(arena: &mut Arena, n: usize) -> Vec<(Span, Vec<u8>)> {
+        (0..n)
+            .map(|i| {
+                // Sizes from 0 bytes to past a chunk, so packets land at chunk ends too.
+                let len = (i * 7919) % (CHUNK_SIZE / 3) + usize::from(i % 50 == 0) * CHUNK_SIZE;
+                let bytes: Vec<u8> = (0..len).map(|j| (i * 31 + j) as u8).collect();
+                (arena.push(&bytes), bytes)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn file_backed_chunks_give_back_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut arena = Arena::default();
+        arena.use_temp_file(dir.path()).unwrap();
+        let stored = fill(&mut arena, 120);
+        assert!(arena.is_file_backed());
+        assert!(arena.chunks.len() > 10);
+        for (span, bytes) in &stored {
+            assert_eq!(arena.get(*span), &bytes[..]);
+        }
+        // Unlinked at once: nothing is left in the directory even while the arena lives.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn memory_and_file_chunks_mix() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut arena = Arena::default();
+        let mut stored = fill(&mut arena, 30);
+        arena.use_temp_file(dir.path()).unwrap();
+        stored.extend(fill(&mut arena, 30));
+        for (span, bytes) in &stored {
+            assert_eq!(arena.get(*span), &bytes[..]);
+        }
+    }
+
+    #[test]
+    fn a_missing_directory_is_an_error_not_a_crash() {
+        let mut arena = Arena::default();
+        let missing = Path::new("/nonexistent/gamewire/dir");
+        assert!(arena.use_temp_file(missing).is_err());
+        let span = arena.push(b"still stored");
+        assert_eq!(arena.get(span), b"still stored");
+    }
+}
