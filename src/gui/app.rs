@@ -55,12 +55,8 @@ impl Viewer {
         let store = engine.store().clone();
         self.attach_store(store, "engine");
         self.engine = Some(engine);
-        self.bench.apply(
-            super::workbench::BenchAction::ToggleFollow,
-            None,
-            None,
-            None,
-        );
+        // Live traffic is watched as it arrives; a file is read from its start.
+        self.bench.set_follow(true);
         self
     }
 

@@ -72,7 +72,7 @@ impl Default for Workbench {
             labeller: None,
             decode: None,
             node: None,
-            follow: true,
+            follow: false,
             seen_rows: 0,
             rule_form: Default::default(),
             editor: None,
@@ -183,6 +183,10 @@ impl Workbench {
 
     pub fn follow(&self) -> bool {
         self.follow
+    }
+
+    pub fn set_follow(&mut self, follow: bool) {
+        self.follow = follow;
     }
 
     /// The last row, once, when following live traffic and rows were added.

@@ -175,13 +175,19 @@ fn packets_are_labelled_by_their_dissector_and_tree_and_hex_select_each_other() 
     // the ping's command field.
     let line = h.get_by_label_contains("00000000  66 73 79 73");
     let rect = line.rect();
-    let text = line.accesskit_node().label().unwrap_or_default();
-    let char_width = rect.width() / text.chars().count() as f32;
+    // A full line: offset, two spaces, 16 bytes of hex (48 columns), two spaces, 16 ASCII.
+    let char_width = rect.width() / 76.0;
     // Byte 1 sits at character 13 ("00000000  66 73").
     let at = eframe::egui::pos2(rect.left() + char_width * 13.5, rect.center().y);
     h.hover_at(at);
-    h.drag_at(at);
-    h.drop_at(at);
+    for pressed in [true, false] {
+        h.event(eframe::egui::Event::PointerButton {
+            pos: at,
+            button: eframe::egui::PointerButton::Primary,
+            pressed,
+            modifiers: Default::default(),
+        });
+    }
     h.run();
     let selected = h
         .state()
@@ -221,9 +227,17 @@ fn the_servers_panel_shows_a_port_in_use_and_the_rest_keeps_running() {
 
     // Freeing the port and pressing Start brings the route up from the panel.
     drop(busy);
+    // The Start button on the blocked route's row (the disabled proxy and servers are
+    // listed, stopped, above it).
+    let row = h.get_by_label("blocked").rect().top();
     let start = h
         .query_all_by_label("Start")
-        .find(|b| !b.accesskit_node().is_disabled())
+        .filter(|b| !b.accesskit_node().is_disabled())
+        .min_by(|a, b| {
+            (a.rect().top() - row)
+                .abs()
+                .total_cmp(&(b.rect().top() - row).abs())
+        })
         .expect("an enabled Start button");
     start.click();
     h.run();
@@ -235,12 +249,13 @@ fn the_servers_panel_shows_a_port_in_use_and_the_rest_keeps_running() {
     );
 
     // Stop, then the route is listed as stopped.
+    let stopped_before = h.query_all_by_label("stopped").count();
     h.query_all_by_label("Stop")
         .find(|b| !b.accesskit_node().is_disabled())
         .expect("an enabled Stop button")
         .click();
     h.run();
-    assert_eq!(h.query_all_by_label("stopped").count(), 1);
+    assert_eq!(h.query_all_by_label("stopped").count(), stopped_before + 1);
 }
 
 /// A server that records every byte it receives.
