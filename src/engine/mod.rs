@@ -229,6 +229,45 @@ impl Engine {
         routes::stop(&self.shared, name)
     }
 
+    /// Stops the route and starts it again. The old listener closes on its own task, so
+    /// binding the same port is retried for a moment before a failure is reported.
+    pub fn restart_route(&self, name: &str) -> Result<SocketAddr, EngineError> {
+        self.stop_route(name)?;
+        let mut tries = 0;
+        loop {
+            match self.start_route(name) {
+                Err(EngineError::Bind { .. }) if tries < 40 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Repeater: a new connection to the route's upstream (a tap's upstream, a server's own
+    /// listener), `bytes` sent on it, and what came back until the peer was quiet for
+    /// `settle` or closed. Blocks; see [`Engine::repeat_task`] to run it beside a UI.
+    pub fn repeat(
+        &self,
+        route: &str,
+        bytes: Vec<u8>,
+        settle: Duration,
+    ) -> Result<Vec<u8>, EngineError> {
+        self.runtime()
+            .block_on(self.repeat_task(route, bytes, settle))
+    }
+
+    /// [`Engine::repeat`] as a future that owns what it needs, for `handle().spawn(..)`.
+    pub fn repeat_task(
+        &self,
+        route: &str,
+        bytes: Vec<u8>,
+        settle: Duration,
+    ) -> impl std::future::Future<Output = Result<Vec<u8>, EngineError>> + Send + 'static {
+        routes::repeat(self.shared.clone(), route.to_string(), bytes, settle)
+    }
+
     pub fn set_breakpoints(&self, rules: Vec<Rule>) {
         self.shared.interceptor.set_rules(rules);
     }

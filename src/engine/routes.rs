@@ -437,3 +437,97 @@ fn tap_settings(shared: &Shared, t: &TapConfig) -> Result<TapSettings, EngineErr
         idle_timeout: Duration::from_secs(t.idle_timeout_secs.max(1)),
     })
 }
+
+/// The most a repeater answer keeps; a server that streams forever must not fill memory.
+const MAX_ANSWER: usize = 4 * 1024 * 1024;
+
+/// Repeater: opens a new connection to where the route sends its traffic (a tap's upstream,
+/// a server's own listener), sends `bytes`, and returns what came back until the peer was
+/// quiet for `settle` (or closed). Not recorded: it bypasses the route's tap on purpose, so
+/// the answer is the upstream's and not a relay's.
+pub(crate) async fn repeat(
+    shared: Arc<Shared>,
+    name: String,
+    bytes: Vec<u8>,
+    settle: Duration,
+) -> Result<Vec<u8>, EngineError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let err = |reason: String| EngineError::Route {
+        route: name.clone(),
+        reason,
+    };
+    let (spec, state) = {
+        let routes = shared.routes.lock();
+        let route = routes
+            .iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| EngineError::UnknownRoute(name.clone()))?;
+        (route.spec.clone(), route.state.clone())
+    };
+    let (addr, upstream) = match spec {
+        Spec::Tap(t) if t.transport == TapTransport::Tcp => {
+            let settings = tap_settings(&shared, &t)?;
+            let tap_shared = TapShared {
+                recorder: shared.recorder.clone(),
+                interceptor: shared.interceptor.clone(),
+                resolver: shared.resolver.clone(),
+            };
+            let addr = tap::upstream_addr(&settings.upstream, &tap_shared)
+                .await
+                .map_err(&err)?;
+            (addr, Some(settings.upstream))
+        }
+        Spec::Server(_) => match state {
+            RouteState::Running(addr) => (addr, None),
+            _ => return Err(err("the server is not running".into())),
+        },
+        Spec::Tap(_) | Spec::Proxy(_) => {
+            return Err(err(
+                "the repeater speaks TCP to a tap's or server's upstream only".into(),
+            ));
+        }
+    };
+    let connect = tokio::net::TcpStream::connect(addr);
+    let tcp = match tokio::time::timeout(Duration::from_secs(10), connect).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(err(format!("connect to {addr} failed: {e}"))),
+        Err(_) => return Err(err(format!("connect to {addr} timed out"))),
+    };
+    let _ = tcp.set_nodelay(true);
+    let mut stream: Box<dyn AsyncReadWrite> = match upstream
+        .and_then(|u| u.tls.map(|c| (u.host, c)))
+    {
+        None => Box::new(tcp),
+        Some((host, config)) => {
+            let server_name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| err(format!("{host} is not a valid TLS name: {e}")))?;
+            let tls = tokio_rustls::TlsConnector::from(config).connect(server_name, tcp);
+            match tokio::time::timeout(Duration::from_secs(15), tls).await {
+                Ok(Ok(s)) => Box::new(s),
+                Ok(Err(e)) => return Err(err(format!("TLS handshake with {addr} failed: {e}"))),
+                Err(_) => return Err(err(format!("TLS handshake with {addr} timed out"))),
+            }
+        }
+    };
+    stream
+        .write_all(&bytes)
+        .await
+        .map_err(|e| err(format!("send to {addr} failed: {e}")))?;
+    let _ = stream.flush().await;
+    let mut answer = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while answer.len() < MAX_ANSWER {
+        match tokio::time::timeout(settle, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Err(_) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) if answer.is_empty() => {
+                return Err(err(format!("reading the answer from {addr} failed: {e}")));
+            }
+            Ok(Err(_)) => break,
+        }
+    }
+    Ok(answer)
+}
+
+trait AsyncReadWrite: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> AsyncReadWrite for T {}

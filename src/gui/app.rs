@@ -9,7 +9,10 @@ use crate::capture::{CaptureStore, StoreData};
 
 use super::loader::{Loader, Outcome};
 use super::state::{Action, Capture, Source, ViewerState};
-use super::{banner, connections, empty, packet_view, packets, top_bar};
+use super::workbench::Workbench;
+use super::{
+    banner, breakpoints, connections, editor, empty, packet_view, packets, servers, top_bar,
+};
 
 /// Rows the selection jumps with Page Up and Page Down.
 const PAGE_ROWS: isize = 20;
@@ -29,6 +32,7 @@ pub struct Viewer {
     title: String,
     /// The engine whose store is shown live; dropped (and so stopped) with the window.
     engine: Option<crate::engine::Engine>,
+    bench: Workbench,
 }
 
 impl Viewer {
@@ -42,6 +46,7 @@ impl Viewer {
             samples: empty::find_samples(Path::new(empty::SAMPLES_DIR)),
             title: super::WINDOW_TITLE.to_owned(),
             engine: None,
+            bench: Workbench::default(),
         }
     }
 
@@ -50,6 +55,8 @@ impl Viewer {
         let store = engine.store().clone();
         self.attach_store(store, "engine");
         self.engine = Some(engine);
+        // Live traffic is watched as it arrives; a file is read from its start.
+        self.bench.set_follow(true);
         self
     }
 
@@ -80,6 +87,24 @@ impl Viewer {
         &mut self.state
     }
 
+    /// Decoding, the tree selection, breakpoints and the editor.
+    pub fn workbench(&self) -> &Workbench {
+        &self.bench
+    }
+
+    pub fn workbench_mut(&mut self) -> &mut Workbench {
+        &mut self.bench
+    }
+
+    pub fn engine(&self) -> Option<&crate::engine::Engine> {
+        self.engine.as_ref()
+    }
+
+    /// Applies an action as a click would, e.g. from a test.
+    pub fn act(&mut self, action: Action) {
+        self.apply(action);
+    }
+
     /// Whether a file is waiting to be read or being read.
     pub fn is_loading(&self) -> bool {
         self.pending.is_some() || self.loader.is_busy()
@@ -104,7 +129,16 @@ impl Viewer {
             if let Some(data) = &data {
                 self.state.refresh(data);
             }
+            self.bench
+                .update(&ctx, store.as_ref(), data.as_deref(), self.state.selected());
             self.draw(ui, data.as_deref(), &mut actions);
+        }
+        if let Some(editor) = self.bench.editor_mut() {
+            let live = self
+                .engine
+                .as_ref()
+                .is_some_and(|e| e.live_connections().contains(&editor.source().connection()));
+            editor::show(&ctx, editor, live, &mut actions);
         }
         self.keyboard(&ctx, &mut actions);
         if !actions.is_empty() {
@@ -119,6 +153,52 @@ impl Viewer {
     }
 
     fn draw(&mut self, ui: &mut Ui, data: Option<&StoreData>, actions: &mut Vec<Action>) {
+        self.draw_panes(ui, data, actions);
+    }
+
+    /// The servers and breakpoints, beside everything else, when an engine runs.
+    fn draw_engine_panel(
+        &mut self,
+        ui: &mut Ui,
+        data: Option<&StoreData>,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(engine) = &self.engine else {
+            return;
+        };
+        let routes = engine.routes();
+        let live = engine.live_connections();
+        let rules = engine.breakpoints();
+        let held = engine.held();
+        let names: Vec<String> = routes.iter().map(|r| r.name.clone()).collect();
+        let bench = &mut self.bench;
+        egui::Panel::right("engine")
+            .frame(side_frame(ui))
+            .resizable(true)
+            .default_size(330.0)
+            .min_size(220.0)
+            .show(ui, |ui| {
+                ui.set_min_width(ui.available_width());
+                egui::ScrollArea::vertical()
+                    .id_salt("engine_panel")
+                    .show(ui, |ui| {
+                        if let Some(notice) = bench.notice() {
+                            let color = if notice.error {
+                                ui.visuals().error_fg_color
+                            } else {
+                                ui.visuals().text_color()
+                            };
+                            ui.label(egui::RichText::new(&notice.text).color(color));
+                            ui.separator();
+                        }
+                        servers::show(ui, &routes, data, &live, actions);
+                        ui.separator();
+                        breakpoints::show(ui, &mut bench.rule_form, &rules, &held, &names, actions);
+                    });
+            });
+    }
+
+    fn draw_panes(&mut self, ui: &mut Ui, data: Option<&StoreData>, actions: &mut Vec<Action>) {
         egui::Panel::top("top_bar")
             .frame(
                 egui::Frame::side_top_panel(ui.style())
@@ -128,39 +208,58 @@ impl Viewer {
         if let Some(message) = self.state.message() {
             egui::Panel::top("message").show(ui, |ui| banner::show(ui, message, actions));
         }
+        self.draw_engine_panel(ui, data, actions);
         let Some(data) = data else {
             egui::CentralPanel::default().show(ui, |ui| {
                 empty::show(ui, self.state.loading(), &self.samples, actions);
             });
             return;
         };
-        let scroll_to = self.state.take_scroll_request();
+        let follow = self.bench.follow_scroll(self.state.rows().len());
+        let scroll_to = self.state.take_scroll_request().or(follow);
         // The packet pane first, so it spans the whole width: a hex line needs ~650 points.
         egui::Panel::bottom("packet")
             .frame(side_frame(ui))
             .resizable(true)
-            .default_size(300.0)
+            .default_size(320.0)
             .min_size(120.0)
-            .show(ui, |ui| packet_view::show(ui, &self.state, data, actions));
+            .show(ui, |ui| {
+                packet_view::show(ui, &self.state, data, &self.bench, actions)
+            });
+        let summaries = self.bench.summaries();
         egui::Panel::left("connections")
             .frame(side_frame(ui))
             .resizable(true)
-            .default_size(560.0)
+            .default_size(520.0)
             .min_size(220.0)
             .show(ui, |ui| {
                 // A resizable panel is as wide as what it holds; without this the table's
                 // auto-sized columns made it, and all right of it, jump every other frame.
                 ui.set_min_width(ui.available_width());
-                connections::show(ui, &self.state, data, actions);
+                connections::show(ui, &self.state, data, summaries.as_deref(), actions);
             });
+        let follow = self.bench.follow();
         egui::CentralPanel::default().show(ui, |ui| {
-            packets::show(ui, &self.state, data, scroll_to, actions)
+            packets::show(
+                ui,
+                &self.state,
+                data,
+                summaries.as_deref(),
+                follow,
+                scroll_to,
+                actions,
+            )
         });
     }
 
     fn apply(&mut self, action: Action) {
         match action {
             Action::Open(path) => self.open(path),
+            Action::Bench(b) => {
+                let store = self.state.store();
+                self.bench
+                    .apply(b, self.engine.as_ref(), store.as_ref(), self.ctx.as_ref());
+            }
             other => self.state.apply(other),
         }
     }

@@ -5,10 +5,17 @@ use egui_extras::{Column, TableBuilder};
 
 use crate::capture::StoreData;
 
+use super::decode::Summaries;
 use super::state::{Action, ViewerState};
-use super::text::{endpoints, protocol_and_route, thousands};
+use super::text::{endpoints, human_bytes, thousands};
 
-pub fn show(ui: &mut Ui, state: &ViewerState, data: &StoreData, actions: &mut Vec<Action>) {
+pub fn show(
+    ui: &mut Ui,
+    state: &ViewerState,
+    data: &StoreData,
+    decoded: Option<&Summaries>,
+    actions: &mut Vec<Action>,
+) {
     ui.horizontal(|ui| {
         ui.heading("Connections");
         ui.label(RichText::new(thousands(data.connection_count())).weak());
@@ -30,10 +37,16 @@ pub fn show(ui: &mut Ui, state: &ViewerState, data: &StoreData, actions: &mut Ve
         ui.label(RichText::new("This capture has no connections.").weak());
         return;
     }
-    table(ui, state, data, actions);
+    table(ui, state, data, decoded, actions);
 }
 
-fn table(ui: &mut Ui, state: &ViewerState, data: &StoreData, actions: &mut Vec<Action>) {
+fn table(
+    ui: &mut Ui,
+    state: &ViewerState,
+    data: &StoreData,
+    decoded: Option<&Summaries>,
+    actions: &mut Vec<Action>,
+) {
     // A click on a cell's text must select the row, not start a text selection.
     ui.style_mut().interaction.selectable_labels = false;
     ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Truncate);
@@ -44,18 +57,18 @@ fn table(ui: &mut Ui, state: &ViewerState, data: &StoreData, actions: &mut Vec<A
         .resizable(true)
         .sense(Sense::click())
         .cell_layout(Layout::left_to_right(Align::Center))
-        .column(Column::auto().at_least(28.0))
-        .column(Column::auto().at_least(36.0))
-        .column(Column::initial(270.0).at_least(120.0).clip(true))
-        .column(Column::initial(130.0).at_least(60.0).clip(true))
-        .column(Column::remainder().at_least(50.0))
+        .column(Column::auto().at_least(24.0))
+        .column(Column::initial(72.0).at_least(40.0).clip(true))
+        .column(Column::initial(120.0).at_least(60.0).clip(true))
+        .column(Column::initial(120.0).at_least(60.0).clip(true))
+        .column(Column::initial(56.0).at_least(36.0).clip(true))
+        .column(Column::initial(56.0).at_least(30.0).clip(true))
+        .column(Column::initial(64.0).at_least(40.0))
+        .column(Column::initial(52.0).at_least(36.0))
+        .column(Column::remainder().at_least(50.0).clip(true))
         .header(20.0, |mut header| {
             for title in [
-                "#",
-                "proto",
-                "client → server",
-                "protocol / route",
-                "packets",
+                "#", "route", "client", "server", "protocol", "TLS", "bytes", "packets", "state",
             ] {
                 header.col(|ui| {
                     ui.strong(title);
@@ -72,16 +85,53 @@ fn table(ui: &mut Ui, state: &ViewerState, data: &StoreData, actions: &mut Vec<A
                     ui.monospace(conn.id.0.to_string());
                 });
                 row.col(|ui| {
-                    ui.label(conn.transport.as_str());
+                    ui.label(conn.route.as_deref().unwrap_or("–"));
                 });
                 row.col(|ui| {
-                    ui.monospace(endpoints(conn));
+                    ui.monospace(conn.client.to_string());
                 });
                 row.col(|ui| {
-                    ui.label(protocol_and_route(conn));
+                    ui.monospace(conn.server.to_string());
+                });
+                row.col(|ui| {
+                    let protocol = conn
+                        .protocol
+                        .as_deref()
+                        .or_else(|| decoded.and_then(|d| d.protocol(conn.id)));
+                    ui.label(format!(
+                        "{}/{}",
+                        protocol.unwrap_or("–"),
+                        conn.transport.as_str()
+                    ));
+                });
+                row.col(|ui| {
+                    match &conn.tls {
+                        Some(tls) => {
+                            let version = tls.version.as_deref().unwrap_or("TLS");
+                            ui.label(version).on_hover_text(format!(
+                                "SNI {} · ALPN {}",
+                                tls.sni.as_deref().unwrap_or("–"),
+                                tls.alpn.as_deref().unwrap_or("–")
+                            ));
+                        }
+                        None => {
+                            ui.label("–");
+                        }
+                    };
+                });
+                row.col(|ui| {
+                    ui.monospace(human_bytes(state.bytes_in(conn.id)));
                 });
                 row.col(|ui| {
                     ui.monospace(thousands(state.packets_in(conn.id)));
+                });
+                row.col(|ui| {
+                    match (&conn.closed, &conn.close_reason) {
+                        (None, _) => ui.label("open"),
+                        (Some(_), Some(reason)) => ui.label(reason.as_str()),
+                        (Some(_), None) => ui.label("closed"),
+                    }
+                    .on_hover_text(endpoints(conn));
                 });
                 if row.response().clicked() {
                     actions.push(Action::ToggleConnection(conn.id));

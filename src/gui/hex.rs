@@ -48,8 +48,44 @@ pub fn line(data: &[u8], index: usize) -> Option<HexLine> {
     })
 }
 
+/// Where byte `i` of a line starts in [`HexLine::hex`]: two digits and a space each, and one
+/// more space between the two groups of eight.
+pub fn hex_column(i: usize) -> usize {
+    i * 3 + usize::from(i >= BYTES_PER_LINE / 2)
+}
+
+/// Width of the offset column and the gap after it, and of the gap before the ASCII column.
+const OFFSET_WIDTH: usize = 8 + 2;
+const HEX_WIDTH: usize = BYTES_PER_LINE * 3;
+
+/// The byte under character `column` of a whole line (offset, hex, ASCII) holding `len`
+/// bytes: a click on a hex digit pair or an ASCII character selects that byte.
+pub fn byte_at_column(column: usize, len: usize) -> Option<usize> {
+    let ascii = OFFSET_WIDTH + HEX_WIDTH + 2;
+    let byte = if column >= ascii {
+        column - ascii
+    } else {
+        let c = column.checked_sub(OFFSET_WIDTH)?;
+        (0..BYTES_PER_LINE).find(|&i| c >= hex_column(i) && c < hex_column(i) + 2)?
+    };
+    (byte < len).then_some(byte)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_column_maps_to_its_byte_in_both_columns() {
+        // "00000000  48 65 ..": byte 0 at columns 10-11, byte 8 after the group gap.
+        assert_eq!(byte_at_column(10, 16), Some(0));
+        assert_eq!(byte_at_column(11, 16), Some(0));
+        assert_eq!(byte_at_column(12, 16), None);
+        assert_eq!(byte_at_column(10 + 25, 16), Some(8));
+        assert_eq!(byte_at_column(60, 16), Some(0));
+        assert_eq!(byte_at_column(75, 16), Some(15));
+        assert_eq!(byte_at_column(75, 4), None);
+        assert_eq!(byte_at_column(3, 16), None);
+    }
+
     use super::*;
 
     #[test]

@@ -7,15 +7,21 @@
 
 mod app;
 mod banner;
+mod breakpoints;
 mod connections;
+pub mod decode;
+pub mod editor;
 mod empty;
 mod hex;
 mod loader;
 mod packet_view;
 mod packets;
+mod servers;
 mod state;
 mod text;
 mod top_bar;
+mod tree_view;
+pub mod workbench;
 
 use std::path::PathBuf;
 

@@ -1,7 +1,11 @@
-//! The selected packet: a details box and its bytes as a hex dump.
+//! The selected packet: a details box, its decoded tree, and its bytes as a hex dump, the
+//! tree and the hex linked both ways.
+
+use std::ops::Range;
 
 use eframe::egui::{
-    self, RichText, ScrollArea, TextFormat, TextStyle, TextWrapMode, Ui, text::LayoutJob,
+    self, Color32, RichText, ScrollArea, Sense, TextFormat, TextStyle, TextWrapMode, Ui,
+    text::LayoutJob,
 };
 
 use crate::capture::{PacketRef, StoreData};
@@ -10,10 +14,17 @@ use super::hex::{self, HexLine};
 use super::packets::direction_color;
 use super::state::{Action, ViewerState};
 use super::text::{endpoints, protocol_and_route, thousands};
+use super::workbench::{BenchAction, Workbench};
 
 pub const NOTHING_SELECTED: &str = "Select a packet in the table to see its bytes.";
 
-pub fn show(ui: &mut Ui, state: &ViewerState, data: &StoreData, actions: &mut Vec<Action>) {
+pub fn show(
+    ui: &mut Ui,
+    state: &ViewerState,
+    data: &StoreData,
+    bench: &Workbench,
+    actions: &mut Vec<Action>,
+) {
     let Some(packet) = state.selected().and_then(|id| data.packet(id)) else {
         ui.centered_and_justified(|ui| {
             ui.label(RichText::new(NOTHING_SELECTED).weak());
@@ -26,8 +37,23 @@ pub fn show(ui: &mut Ui, state: &ViewerState, data: &StoreData, actions: &mut Ve
         .show(ui, |ui| {
             ui.set_min_width(ui.available_width());
             details(ui, &packet, data);
+            ui.add_space(6.0);
+            if ui
+                .button("Edit and resend…")
+                .on_hover_text("Edit this message as a tree or as hex, then send it")
+                .clicked()
+            {
+                actions.push(Action::Bench(BenchAction::EditPacket(packet.id)));
+            }
         });
-    egui::CentralPanel::no_frame().show(ui, |ui| bytes(ui, &packet, state, actions));
+    egui::Panel::left("packet_tree")
+        .resizable(true)
+        .default_size(360.0)
+        .show(ui, |ui| {
+            ui.set_min_width(ui.available_width());
+            super::tree_view::show(ui, bench.decode(), bench.selected_node(), actions);
+        });
+    egui::CentralPanel::no_frame().show(ui, |ui| bytes(ui, &packet, state, bench, actions));
 }
 
 fn details(ui: &mut Ui, p: &PacketRef<'_>, data: &StoreData) {
@@ -81,15 +107,27 @@ fn field(ui: &mut Ui, name: &str, value: String) {
     ui.end_row();
 }
 
-fn bytes(ui: &mut Ui, p: &PacketRef<'_>, state: &ViewerState, actions: &mut Vec<Action>) {
+fn bytes(
+    ui: &mut Ui,
+    p: &PacketRef<'_>,
+    state: &ViewerState,
+    bench: &Workbench,
+    actions: &mut Vec<Action>,
+) {
     let original = p.original.filter(|_| state.show_original());
-    let shown = original.unwrap_or(p.data);
+    let derived = bench.shown_buffer().filter(|_| original.is_none());
+    let shown = derived.map_or(original.unwrap_or(p.data), |(_, _, _, b)| b);
+    // The tree's ranges are of the bytes as sent, not as they arrived before an edit.
+    let highlight = bench.highlight().filter(|_| original.is_none());
     ui.horizontal(|ui| {
-        ui.strong(if original.is_some() {
-            "Original bytes"
-        } else {
-            "Bytes"
-        });
+        match derived {
+            Some((_, _, name, _)) => ui.strong(format!("Derived: {name}")),
+            None if original.is_some() => ui.strong("Original bytes"),
+            None => ui.strong("Bytes"),
+        };
+        if let Some(r) = &highlight {
+            ui.label(RichText::new(format!("selected {}..{}", r.start, r.end)).weak());
+        }
         if p.original.is_some()
             && ui
                 .selectable_label(state.show_original(), "Show original")
@@ -110,15 +148,23 @@ fn bytes(ui: &mut Ui, p: &PacketRef<'_>, state: &ViewerState, actions: &mut Vec<
         ui.label(RichText::new("This packet has no bytes.").weak());
         return;
     }
-    dump(ui, p, shown);
+    dump(ui, p, shown, highlight, derived.is_some(), actions);
 }
 
 /// Only the visible lines are formatted; a packet may be far larger than the screen.
-fn dump(ui: &mut Ui, p: &PacketRef<'_>, bytes: &[u8]) {
+fn dump(
+    ui: &mut Ui,
+    p: &PacketRef<'_>,
+    bytes: &[u8],
+    highlight: Option<Range<usize>>,
+    derived: bool,
+    actions: &mut Vec<Action>,
+) {
     ui.style_mut().wrap_mode = Some(TextWrapMode::Extend);
+    ui.style_mut().interaction.selectable_labels = false;
     let line_height = ui.text_style_height(&TextStyle::Monospace);
     ScrollArea::both()
-        .id_salt(("hex", p.id))
+        .id_salt(("hex", p.id, derived))
         .auto_shrink(false)
         .show_rows(
             ui,
@@ -127,24 +173,88 @@ fn dump(ui: &mut Ui, p: &PacketRef<'_>, bytes: &[u8]) {
             |ui, lines| {
                 for index in lines {
                     if let Some(line) = hex::line(bytes, index) {
-                        ui.label(line_job(ui, &line));
+                        let start = index * hex::BYTES_PER_LINE;
+                        let job = line_job(ui, &line, start, highlight.as_ref());
+                        let response = ui.add(egui::Label::new(job).sense(Sense::click()));
+                        if response.clicked()
+                            && let Some(pos) = response.interact_pointer_pos()
+                        {
+                            let chars = line_chars(&line);
+                            let width = response.rect.width() / chars as f32;
+                            let column = ((pos.x - response.rect.left()) / width) as usize;
+                            if let Some(i) = hex::byte_at_column(column, line.ascii.chars().count())
+                            {
+                                actions.push(Action::Bench(BenchAction::SelectByte(start + i)));
+                            }
+                        }
                     }
                 }
             },
         );
 }
 
-fn line_job(ui: &Ui, line: &HexLine) -> LayoutJob {
+fn line_chars(line: &HexLine) -> usize {
+    line.offset.chars().count() + 2 + line.hex.chars().count() + 2 + line.ascii.chars().count()
+}
+
+/// Highlighted bytes get a background, in both the hex and the ASCII column.
+fn line_job(ui: &Ui, line: &HexLine, start: usize, highlight: Option<&Range<usize>>) -> LayoutJob {
     let font = TextStyle::Monospace.resolve(ui.style());
     let visuals = ui.visuals();
+    let marked = visuals.selection.bg_fill;
     let mut job = LayoutJob::default();
-    let mut part = |text: &str, color| {
-        job.append(text, 0.0, TextFormat::simple(font.clone(), color));
+    let mut part = |text: &str, color, background| {
+        let mut format = TextFormat::simple(font.clone(), color);
+        format.background = background;
+        job.append(text, 0.0, format);
     };
-    part(&line.offset, visuals.weak_text_color());
-    part("  ", visuals.text_color());
-    part(&line.hex, visuals.strong_text_color());
-    part("  ", visuals.text_color());
-    part(&line.ascii, visuals.text_color());
+    let is_marked = |i: usize| highlight.is_some_and(|r| r.contains(&(start + i)));
+    let strong = visuals.strong_text_color();
+    part(
+        &line.offset,
+        visuals.weak_text_color(),
+        Color32::TRANSPARENT,
+    );
+    part("  ", visuals.text_color(), Color32::TRANSPARENT);
+    // Each byte is "xx" plus the gap after it; the gap is marked when the next byte is too,
+    // so a range reads as one block.
+    let hex: Vec<char> = line.hex.chars().collect();
+    for i in 0..hex::BYTES_PER_LINE {
+        let at = hex::hex_column(i);
+        let cell: String = hex
+            .get(at..at + 2)
+            .map(|c| c.iter().collect())
+            .unwrap_or_default();
+        let bg = if is_marked(i) {
+            marked
+        } else {
+            Color32::TRANSPARENT
+        };
+        part(&cell, strong, bg);
+        let gap_end = if i + 1 < hex::BYTES_PER_LINE {
+            hex::hex_column(i + 1)
+        } else {
+            hex.len()
+        };
+        let gap: String = hex
+            .get(at + 2..gap_end)
+            .map(|c| c.iter().collect())
+            .unwrap_or_default();
+        let gap_bg = if is_marked(i) && is_marked(i + 1) {
+            marked
+        } else {
+            Color32::TRANSPARENT
+        };
+        part(&gap, strong, gap_bg);
+    }
+    part("  ", visuals.text_color(), Color32::TRANSPARENT);
+    for (i, c) in line.ascii.chars().enumerate() {
+        let bg = if is_marked(i) {
+            marked
+        } else {
+            Color32::TRANSPARENT
+        };
+        part(&c.to_string(), visuals.text_color(), bg);
+    }
     job
 }

@@ -6,31 +6,63 @@ use egui_extras::{Column, TableBuilder, TableRow};
 
 use crate::capture::{Direction, PacketRef, StoreData, ascii_preview};
 
+use super::decode::Summaries;
 use super::state::{Action, ViewerState};
 use super::text::{endpoints, thousands, time_of_day};
+use super::workbench::BenchAction;
 
 /// How many bytes of an unlabelled packet the label column previews.
 const PREVIEW_BYTES: usize = 48;
+
+pub const FOLLOW: &str = "Follow live";
 
 pub fn show(
     ui: &mut Ui,
     state: &ViewerState,
     data: &StoreData,
+    decoded: Option<&Summaries>,
+    follow: bool,
     scroll_to: Option<usize>,
     actions: &mut Vec<Action>,
 ) {
-    heading(ui, state, data, actions);
+    heading(ui, state, data, decoded, follow, actions);
     if state.rows().is_empty() {
         ui.add_space(12.0);
         ui.label(RichText::new("No packets here yet.").weak());
         return;
     }
-    table(ui, state, data, scroll_to, actions);
+    table(ui, state, data, decoded, scroll_to, actions);
 }
 
-fn heading(ui: &mut Ui, state: &ViewerState, data: &StoreData, actions: &mut Vec<Action>) {
+fn heading(
+    ui: &mut Ui,
+    state: &ViewerState,
+    data: &StoreData,
+    decoded: Option<&Summaries>,
+    follow: bool,
+    actions: &mut Vec<Action>,
+) {
     ui.horizontal(|ui| {
         ui.heading("Packets");
+        if ui
+            .selectable_label(follow, FOLLOW)
+            .on_hover_text("Keep the newest packet in view as traffic arrives")
+            .clicked()
+        {
+            actions.push(Action::Bench(BenchAction::ToggleFollow));
+        }
+        if let Some(d) = decoded
+            && d.done < data.packet_count()
+        {
+            ui.label(
+                RichText::new(format!(
+                    "decoding {} / {}",
+                    thousands(d.done),
+                    thousands(data.packet_count())
+                ))
+                .weak(),
+            );
+        }
         let shown = thousands(state.rows().len());
         match state.filter() {
             None => {
@@ -54,6 +86,7 @@ fn table(
     ui: &mut Ui,
     state: &ViewerState,
     data: &StoreData,
+    decoded: Option<&Summaries>,
     scroll_to: Option<usize>,
     actions: &mut Vec<Action>,
 ) {
@@ -76,6 +109,7 @@ fn table(
         .column(Column::initial(118.0).at_least(60.0))
         .column(Column::initial(44.0).at_least(30.0))
         .column(Column::exact(24.0))
+        .column(Column::initial(56.0).at_least(36.0).clip(true))
         .column(Column::initial(72.0).at_least(40.0))
         .column(Column::initial(300.0).at_least(80.0).clip(true))
         .column(Column::remainder().at_least(60.0));
@@ -84,7 +118,16 @@ fn table(
     }
     builder
         .header(20.0, |mut header| {
-            for title in ["No.", "time (UTC)", "conn", "", "size", "label", "flags"] {
+            for title in [
+                "No.",
+                "time (UTC)",
+                "conn",
+                "",
+                "protocol",
+                "size",
+                "label",
+                "flags",
+            ] {
                 header.col(|ui| {
                     ui.strong(title);
                 });
@@ -100,7 +143,7 @@ fn table(
                     return;
                 };
                 row.set_selected(state.selected() == Some(packet.id));
-                cells(&mut row, &packet, &visuals);
+                cells(&mut row, &packet, data, decoded, &visuals);
                 if row.response().clicked() {
                     actions.push(Action::SelectPacket(packet.id));
                 }
@@ -108,7 +151,14 @@ fn table(
         });
 }
 
-fn cells(row: &mut TableRow<'_, '_>, p: &PacketRef<'_>, visuals: &Visuals) {
+fn cells(
+    row: &mut TableRow<'_, '_>,
+    p: &PacketRef<'_>,
+    data: &StoreData,
+    decoded: Option<&Summaries>,
+    visuals: &Visuals,
+) {
+    let summary = decoded.and_then(|d| d.packet(p.id));
     row.col(|ui| {
         ui.monospace(p.id.to_string());
     });
@@ -127,9 +177,21 @@ fn cells(row: &mut TableRow<'_, '_>, p: &PacketRef<'_>, visuals: &Visuals) {
         .on_hover_text(p.direction.as_str());
     });
     row.col(|ui| {
+        let protocol = decoded
+            .and_then(|d| d.protocol(p.connection))
+            .or_else(|| data.connection(p.connection)?.protocol.as_deref());
+        ui.label(protocol.unwrap_or("–"));
+    });
+    row.col(|ui| {
         ui.monospace(thousands(p.data.len()));
     });
-    row.col(|ui| match p.label {
+    // A label given when the packet was recorded wins: it was chosen with more context
+    // (an importer's, a replay's) than one packet's decode.
+    let label = p
+        .label
+        .map(str::to_owned)
+        .or_else(|| summary.and_then(|s| s.text()));
+    row.col(|ui| match label {
         Some(label) => {
             ui.label(label);
         }
@@ -140,8 +202,12 @@ fn cells(row: &mut TableRow<'_, '_>, p: &PacketRef<'_>, visuals: &Visuals) {
         }
     });
     row.col(|ui| {
-        if !p.flags.is_empty() {
-            ui.label(RichText::new(p.flags.to_string()).color(visuals.warn_fg_color));
+        let mut flags = p.flags.names();
+        if summary.is_some_and(|s| s.error) {
+            flags.push("error");
+        }
+        if !flags.is_empty() {
+            ui.label(RichText::new(flags.join(",")).color(visuals.warn_fg_color));
         }
     });
 }

@@ -80,6 +80,8 @@ pub enum Action {
     ShowAllConnections,
     ToggleOriginal,
     DismissMessage,
+    /// Decoding, servers, breakpoints, edit and resend: applied by the app's workbench.
+    Bench(super::workbench::BenchAction),
 }
 
 /// Warnings beyond this many are summarised in one line; a badly damaged sd.json can produce
@@ -190,6 +192,15 @@ impl ViewerState {
             .unwrap_or(0)
     }
 
+    /// Bytes of one connection (both ways), as of the last [`Self::refresh`].
+    pub fn bytes_in(&self, conn: ConnectionId) -> u64 {
+        usize::try_from(conn.0)
+            .ok()
+            .and_then(|i| self.rows.bytes_per_connection.get(i))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// The table row to scroll to once, after the keyboard moved the selection.
     pub fn take_scroll_request(&mut self) -> Option<usize> {
         self.scroll_to_row.take()
@@ -221,6 +232,7 @@ impl ViewerState {
             Action::ShowAllConnections => self.filter = None,
             Action::ToggleOriginal => self.show_original = !self.show_original,
             Action::DismissMessage => self.message = None,
+            Action::Bench(_) => {}
         }
     }
 
@@ -268,6 +280,7 @@ struct RowIndex {
     built_for: Option<(usize, usize, Option<ConnectionId>)>,
     rows: Vec<PacketId>,
     per_connection: Vec<usize>,
+    bytes_per_connection: Vec<u64>,
     /// Latest timestamp among the rows, to tell whether new packets keep time order.
     latest: Option<Timestamp>,
 }
@@ -289,18 +302,19 @@ impl RowIndex {
 
     fn rebuild(&mut self, data: &StoreData, filter: Option<ConnectionId>) {
         self.per_connection = vec![0; data.connection_count()];
+        self.bytes_per_connection = vec![0; data.connection_count()];
         self.rows.clear();
         self.latest = None;
         match filter {
             None => {
                 self.rows = data.time_order();
                 for p in data.packets() {
-                    self.count(p.connection);
+                    self.count(p.connection, p.data.len());
                 }
             }
             Some(conn) => {
                 for p in data.packets() {
-                    self.count(p.connection);
+                    self.count(p.connection, p.data.len());
                 }
                 let mut keyed: Vec<(Timestamp, PacketId)> =
                     data.packets_of(conn).map(|p| (p.timestamp, p.id)).collect();
@@ -317,12 +331,13 @@ impl RowIndex {
 
     fn append(&mut self, data: &StoreData, from: usize, filter: Option<ConnectionId>) {
         self.per_connection.resize(data.connection_count(), 0);
+        self.bytes_per_connection.resize(data.connection_count(), 0);
         let mut in_order = true;
         for index in from..data.packet_count() {
             let Some(p) = data.packet(PacketId(index as u64)) else {
                 continue;
             };
-            self.count(p.connection);
+            self.count(p.connection, p.data.len());
             if filter.is_some_and(|f| f != p.connection) {
                 continue;
             }
@@ -338,12 +353,15 @@ impl RowIndex {
         }
     }
 
-    fn count(&mut self, conn: ConnectionId) {
-        if let Some(n) = usize::try_from(conn.0)
-            .ok()
-            .and_then(|i| self.per_connection.get_mut(i))
-        {
+    fn count(&mut self, conn: ConnectionId, bytes: usize) {
+        let Ok(i) = usize::try_from(conn.0) else {
+            return;
+        };
+        if let Some(n) = self.per_connection.get_mut(i) {
             *n += 1;
+        }
+        if let Some(b) = self.bytes_per_connection.get_mut(i) {
+            *b += bytes as u64;
         }
     }
 }

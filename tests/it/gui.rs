@@ -17,7 +17,7 @@ use gamewire::gui::{Action, MessageKind, Viewer};
 
 const LOGIN: &[u8] = b"acct\x00\x00\x00\x10NuLogin\x00";
 const LOGIN_HEX: &str = "61 63 63 74 00 00 00 10  4e 75 4c 6f 67 69 6e 00";
-const HTTP_CLIENT: &str = "127.0.0.1:50001 → 10.0.0.3:443";
+const HTTP_CLIENT: &str = "127.0.0.1:50001";
 
 /// Two connections of two packets each, with known bytes and labels, at fixed times so that
 /// snapshots do not change from run to run.
@@ -104,7 +104,8 @@ fn harness(viewer: Viewer) -> Harness<'static, Viewer> {
 fn wait_until_loaded(harness: &mut Harness<'_, Viewer>) {
     let deadline = Instant::now() + Duration::from_secs(20);
     harness.step();
-    while harness.state().is_loading() {
+    // Labels come from the decoding thread once the file is in; wait for those too.
+    while harness.state().is_loading() || harness.state().workbench().is_decoding() {
         assert!(
             Instant::now() < deadline,
             "the capture did not load in time"
@@ -318,7 +319,7 @@ fn a_million_packets_lay_out_only_the_visible_rows() {
     let mut viewer = Viewer::new(None);
     viewer.attach_store(Arc::new(CaptureStore::from_data(data)), "a million");
     let mut harness = harness(viewer);
-    harness.run();
+    wait_until_loaded(&mut harness);
     assert_eq!(harness.state().state().rows().len(), 1_000_000);
     harness.get_by_label("row 0");
     let laid_out = harness.query_all_by_label_contains("row ").count();
@@ -362,8 +363,7 @@ fn packets_appended_to_an_attached_store_appear() {
         .append(packet.with_label("late arrival"))
         .expect("append");
     // The engine will ask for the repaint; here the test steps the frame itself.
-    harness.step();
-    harness.run();
+    wait_until_loaded(&mut harness);
     harness.get_by_label("late arrival");
     assert_eq!(harness.state().state().packets_in(ConnectionId(1)), 3);
 }
