@@ -229,7 +229,8 @@ impl Editor {
                 let dir = self.source.direction().reverse();
                 let mut stream = DirectionStream::new(d.decoder(dir, &Context::default()));
                 stream.push(PacketId(0), &bytes, dir, &mut messages);
-                stream.finish(dir, &mut messages);
+                // The repeat connection is over: what it read is all the answer there is.
+                stream.finish(dir, true, &mut messages);
             }
             Answer { bytes, messages }
         }));
