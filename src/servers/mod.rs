@@ -8,6 +8,7 @@
 pub mod fesl;
 pub mod gp;
 pub mod ra3_client;
+pub mod sc;
 
 use std::time::Duration;
 
