@@ -26,3 +26,4 @@ mod proxy_http;
 mod ra3_servers;
 mod sdjson;
 mod serve;
+mod sc_services;
