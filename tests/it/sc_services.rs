@@ -119,7 +119,11 @@ impl Sc {
         }
         config.servers.sc.catchall = catchall;
         let engine = Engine::start(config, StartOptions::default()).unwrap();
-        for r in engine.routes().into_iter().filter(|r| r.name.starts_with("sc-")) {
+        for r in engine
+            .routes()
+            .into_iter()
+            .filter(|r| r.name.starts_with("sc-"))
+        {
             assert!(
                 matches!(r.state, RouteState::Running(_)),
                 "route {} is {:?}",
