@@ -1,4 +1,5 @@
-//! `gamewire client ...`: the scripted RA3 client, once or as a load test.
+//! `gamewire client ...`: the scripted RA3 client (once or as a load test) and the scripted
+//! Star Citizen client.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::security::{HashCost, Store};
 use crate::servers::ra3_client::{self, Step};
+use crate::servers::sc_client;
 use crate::servers::{Ra3Config, fesl, gp};
 
 #[derive(ClapArgs, Debug)]
@@ -36,6 +38,26 @@ pub enum Action {
         #[arg(long, default_value = "127.0.0.1:29900")]
         gp: SocketAddr,
     },
+    /// Run the Star Citizen flow once: diffusion discovery, HTTP login, gRPC InitiateLogin,
+    /// then Listen until the reconcile sequence completes, printing each step.
+    Sc {
+        #[arg(long, default_value = crate::security::TEST_EMAIL)]
+        user: String,
+        #[arg(long, default_value = crate::security::TEST_PASSWORD)]
+        password: String,
+        /// The diffusion entry point (the TLS tap).
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        diffusion: SocketAddr,
+        /// Speak plain TCP to diffusion (the bare server on 8001).
+        #[arg(long)]
+        no_tls: bool,
+        /// The CA to trust for the TLS endpoints.
+        #[arg(long, default_value = "certs/ca.pem")]
+        ca: PathBuf,
+        /// Name sent as SNI and expected in the certificates.
+        #[arg(long, default_value = "localhost")]
+        server_name: String,
+    },
     /// Load test: start the RA3 servers in this process on a fresh database (cheap password
     /// hashes), then run this many scripted clients through the whole flow at once.
     FeslLoad {
@@ -58,6 +80,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             gp,
         } => rt.block_on(once(fesl, gp, email, password, persona)),
         Action::FeslLoad { clients, dir } => rt.block_on(load(clients, dir)),
+        Action::Sc {
+            user,
+            password,
+            diffusion,
+            no_tls,
+            ca,
+            server_name,
+        } => {
+            let roots = crate::proxy::tls::read_pem_certs(&ca)
+                .with_context(|| format!("reading the CA {}", ca.display()))?;
+            let opts = sc_client::ScClientOptions {
+                diffusion,
+                diffusion_tls: !no_tls,
+                server_name,
+                roots,
+                user,
+                password,
+            };
+            rt.block_on(sc_once(opts))
+        }
     }
 }
 
@@ -96,6 +138,33 @@ async fn once(
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => Err(anyhow::Error::new(e).context("login flow failed")),
+    }
+}
+
+async fn sc_once(opts: sc_client::ScClientOptions) -> anyhow::Result<ExitCode> {
+    let print = |step: &sc_client::Step| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "ok   {:<15} {:>8.1} ms  {}",
+            step.name,
+            step.elapsed.as_secs_f64() * 1000.0,
+            step.detail
+        );
+    };
+    match sc_client::run_flow(&opts, print).await {
+        Ok(r) => {
+            println!(
+                "logged in as {} (account {}, session {}) at {}; reconcile complete in {:.1} ms",
+                r.displayname,
+                r.account_id,
+                r.session_id,
+                r.character_location,
+                r.total.as_secs_f64() * 1000.0
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("Star Citizen flow failed")),
     }
 }
 

@@ -130,6 +130,12 @@ impl ServerConfig {
 
 pub const FESL_SERVER_PORT: u16 = 28800;
 pub const GP_SERVER_PORT: u16 = 39900;
+/// Star Citizen emulators; clients reach them through the taps on the seed's ports
+/// (diffusion 8000 → 8001, login 9000, game 5678, catch-all 8443).
+pub const SC_DIFFUSION_SERVER_PORT: u16 = crate::servers::sc::DIFFUSION_PORT;
+pub const SC_LOGIN_SERVER_PORT: u16 = 19000;
+pub const SC_GAME_SERVER_PORT: u16 = 15678;
+pub const SC_CATCHALL_SERVER_PORT: u16 = 18443;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -138,6 +144,16 @@ pub struct ServersConfig {
     pub database: PathBuf,
     pub fesl: ServerConfig,
     pub gp: ServerConfig,
+    /// Star Citizen diffusion (8001; the `sc-diffusion-tls` tap at 8000 in front).
+    pub sc_diffusion: ServerConfig,
+    /// Star Citizen login server (HTTP, 19000; the `sc-login` tap at 9000 in front).
+    pub sc_login: ServerConfig,
+    /// Star Citizen gRPC game server (cleartext h2, 15678; the TLS tap `sc-game` at 5678).
+    pub sc_game: ServerConfig,
+    /// Catch-all gRPC server (cleartext h2, 18443; the TLS tap `sc-catchall` at 8443).
+    pub sc_catchall: ServerConfig,
+    /// What the Star Citizen servers answer with.
+    pub sc: crate::servers::sc::ScSettings,
 }
 
 impl Default for ServersConfig {
@@ -146,6 +162,11 @@ impl Default for ServersConfig {
             database: PathBuf::from("gamewire.db"),
             fesl: ServerConfig::default(),
             gp: ServerConfig::default(),
+            sc_diffusion: ServerConfig::default(),
+            sc_login: ServerConfig::default(),
+            sc_game: ServerConfig::default(),
+            sc_catchall: ServerConfig::default(),
+            sc: crate::servers::sc::ScSettings::default(),
         }
     }
 }
@@ -220,11 +241,43 @@ fn tap(name: &str, listen: u16, upstream: u16, dissector: &str) -> TapConfig {
     }
 }
 
+/// A tap that terminates TLS with a leaf of our CA (HTTP/2 when `alpn` says so).
+fn tls_tap(name: &str, listen: u16, upstream: u16, dissector: &str, alpn: &[&str]) -> TapConfig {
+    TapConfig {
+        tls: true,
+        alpn: alpn.iter().map(|a| a.to_string()).collect(),
+        ..tap(name, listen, upstream, dissector)
+    }
+}
+
 /// Taps in front of the emulated servers, on the ports the games use.
 pub fn default_taps() -> Vec<TapConfig> {
+    use crate::servers::sc;
     vec![
         tap("fesl", 18800, FESL_SERVER_PORT, "fesl"),
         tap("gp", 29900, GP_SERVER_PORT, "gp"),
+        tls_tap(
+            "sc-diffusion-tls",
+            sc::DIFFUSION_TLS_PORT,
+            SC_DIFFUSION_SERVER_PORT,
+            "sc",
+            &[],
+        ),
+        tap("sc-login", sc::LOGIN_PORT, SC_LOGIN_SERVER_PORT, "http"),
+        tls_tap(
+            "sc-game",
+            sc::GAME_PORT,
+            SC_GAME_SERVER_PORT,
+            "grpc",
+            &["h2"],
+        ),
+        tls_tap(
+            "sc-catchall",
+            sc::CATCHALL_PORT,
+            SC_CATCHALL_SERVER_PORT,
+            "grpc",
+            &["h2"],
+        ),
     ]
 }
 
@@ -328,7 +381,10 @@ mod tests {
         let c = Config::parse("", Path::new("x.toml")).unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.proxy.listen.port(), 8080);
-        assert_eq!(c.taps.len(), 2);
+        assert_eq!(c.taps.len(), 6);
+        let game = c.taps.iter().find(|t| t.name == "sc-game").unwrap();
+        assert_eq!((game.listen.port(), game.tls), (5678, true));
+        assert_eq!(c.servers.sc.services.len(), 3);
     }
 
     #[test]

@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::config::{
-    Config, FESL_SERVER_PORT, GP_SERVER_PORT, ProxyConfig, TapConfig, TapTransport, split_host_port,
+    Config, FESL_SERVER_PORT, GP_SERVER_PORT, ProxyConfig, SC_CATCHALL_SERVER_PORT,
+    SC_GAME_SERVER_PORT, SC_LOGIN_SERVER_PORT, TapConfig, TapTransport, split_host_port,
 };
 use super::{EngineError, Shared};
 use crate::proxy::tap::{self, TapSettings, TapShared, Upstream};
@@ -64,6 +65,10 @@ pub(crate) enum Spec {
 pub(crate) enum ServerKind {
     Fesl,
     Gp,
+    ScDiffusion,
+    ScLogin,
+    ScGame,
+    ScCatchall,
 }
 
 pub(crate) struct Route {
@@ -138,6 +143,40 @@ pub(crate) fn from_config(config: &Config) -> Vec<Route> {
             config.servers.gp.enabled,
             config.servers.gp.listen_or(GP_SERVER_PORT),
             "gp",
+        ),
+        server(
+            "sc-diffusion-server",
+            ServerKind::ScDiffusion,
+            config.servers.sc_diffusion.enabled,
+            config
+                .servers
+                .sc_diffusion
+                .listen_or(crate::servers::sc::DIFFUSION_PORT),
+            "sc",
+        ),
+        server(
+            "sc-login-server",
+            ServerKind::ScLogin,
+            config.servers.sc_login.enabled,
+            config.servers.sc_login.listen_or(SC_LOGIN_SERVER_PORT),
+            "http",
+        ),
+        server(
+            "sc-game-server",
+            ServerKind::ScGame,
+            config.servers.sc_game.enabled,
+            config.servers.sc_game.listen_or(SC_GAME_SERVER_PORT),
+            "grpc",
+        ),
+        server(
+            "sc-catchall-server",
+            ServerKind::ScCatchall,
+            config.servers.sc_catchall.enabled,
+            config
+                .servers
+                .sc_catchall
+                .listen_or(SC_CATCHALL_SERVER_PORT),
+            "grpc",
         ),
     ];
     std::iter::once(proxy).chain(servers).chain(taps).collect()
@@ -308,6 +347,10 @@ async fn launch_server(
     span: tracing::Span,
 ) -> Result<(SocketAddr, CancellationToken), EngineError> {
     use crate::servers::{Ra3Config, fesl, gp};
+    let sc_ctx = match kind {
+        ServerKind::Fesl | ServerKind::Gp => None,
+        _ => Some(sc_ctx(shared, name).await?),
+    };
     let store = shared
         .accounts()
         .await
@@ -333,6 +376,13 @@ async fn launch_server(
             ServerKind::Gp => {
                 gp::run(listener, gp::GpCtx::new(store, Ra3Config::default()), stop).await
             }
+            ServerKind::ScDiffusion
+            | ServerKind::ScLogin
+            | ServerKind::ScGame
+            | ServerKind::ScCatchall => match sc_ctx {
+                Some(ctx) => run_sc(kind, listener, ctx, stop).await,
+                None => Ok(()),
+            },
         };
         if let Err(e) = result {
             tracing::error!(route = %route, "server stopped: {e}");
@@ -340,6 +390,86 @@ async fn launch_server(
     };
     tokio::spawn(task.instrument(span));
     Ok((addr, token))
+}
+
+/// What the Star Citizen servers share: the accounts, the JWT key (made at first start in
+/// the certificates directory) and the settings.
+async fn sc_ctx(
+    shared: &Arc<Shared>,
+    name: &str,
+) -> Result<crate::servers::sc::ScCtx, EngineError> {
+    let err = |reason: String| EngineError::Route {
+        route: name.to_string(),
+        reason,
+    };
+    let store = shared.accounts().await.map_err(&err)?;
+    let settings = shared.config.servers.sc.clone();
+    let signer =
+        crate::security::jwt::Signer::load_or_create(&shared.config.certs_dir, &settings.issuer)
+            .map_err(|e| err(e.to_string()))?;
+    Ok(crate::servers::sc::ScCtx {
+        store,
+        login_data_path: shared.config.data_dir.join(&settings.login_data),
+        settings: Arc::new(settings),
+        signer: Arc::new(signer),
+        schemas: schemas(),
+    })
+}
+
+async fn run_sc(
+    kind: ServerKind,
+    listener: TcpListener,
+    ctx: crate::servers::sc::ScCtx,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    use crate::servers::sc::{catchall, diffusion, game, login};
+    match kind {
+        ServerKind::ScDiffusion => diffusion::run(listener, ctx.settings, stop).await,
+        ServerKind::ScLogin => login::run(listener, ctx, stop).await,
+        ServerKind::ScGame => game::run(listener, ctx, stop)
+            .await
+            .map_err(std::io::Error::other),
+        ServerKind::ScCatchall => {
+            let server = catchall::CatchAll::new(ctx.settings.catchall.clone(), ctx.schemas);
+            catchall::run(listener, server, stop).await
+        }
+        ServerKind::Fesl | ServerKind::Gp => Ok(()),
+    }
+}
+
+/// The schemas taps decode protobuf and gRPC with: the ones built into gamewire (the same
+/// files its Star Citizen servers were generated from), plus any other `.proto` files in
+/// `./proto` (the user's additions).
+fn schemas() -> Option<prost_reflect::DescriptorPool> {
+    static POOL: std::sync::OnceLock<Option<prost_reflect::DescriptorPool>> =
+        std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let mut pool = match crate::servers::sc::descriptor_pool() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("built-in schemas: {e}");
+                return None;
+            }
+        };
+        let dirs = crate::dissect::protobuf::schema_dirs(std::path::Path::new("."), &[]);
+        if !dirs.is_empty() {
+            match crate::dissect::protobuf::load_schemas(&dirs) {
+                Ok(disk) => {
+                    let extra: Vec<_> = disk
+                        .file_descriptor_protos()
+                        .filter(|f| pool.get_file_by_name(f.name()).is_none())
+                        .cloned()
+                        .collect();
+                    if let Err(e) = pool.add_file_descriptor_protos(extra) {
+                        tracing::warn!("./proto: {e}; decoding with the built-in schemas only");
+                    }
+                }
+                Err(e) => tracing::warn!("./proto: {e}; decoding with the built-in schemas only"),
+            }
+        }
+        Some(pool)
+    })
+    .clone()
 }
 
 fn ca_of(shared: &Shared, route: &str) -> Result<Arc<crate::proxy::ca::Ca>, EngineError> {
@@ -431,7 +561,10 @@ fn tap_settings(shared: &Shared, t: &TapConfig) -> Result<TapSettings, EngineErr
             insecure: t.upstream_insecure,
         },
         dissector,
-        dissect_context: crate::dissect::Context::default(),
+        dissect_context: crate::dissect::Context {
+            schemas: schemas(),
+            ..crate::dissect::Context::default()
+        },
         connect_timeout: Duration::from_secs(t.connect_timeout_secs.max(1)),
         handshake_timeout: Duration::from_secs(15),
         idle_timeout: Duration::from_secs(t.idle_timeout_secs.max(1)),

@@ -8,6 +8,8 @@
 pub mod fesl;
 pub mod gp;
 pub mod ra3_client;
+pub mod sc;
+pub mod sc_client;
 
 use std::time::Duration;
 

@@ -26,5 +26,6 @@ mod journal_crash;
 mod pcapng;
 mod proxy_http;
 mod ra3_servers;
+mod sc_services;
 mod sdjson;
 mod serve;

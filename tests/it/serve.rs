@@ -33,6 +33,8 @@ fn config_for(dir: &std::path::Path, upstream: SocketAddr) -> std::path::PathBuf
         format!(
             "data_dir = \"{data}\"\ncerts_dir = \"{certs}\"\n\
              [proxy]\nenabled = false\n[servers.fesl]\nenabled = false\n[servers.gp]\nenabled = false\n\
+             [servers.sc_diffusion]\nenabled = false\n[servers.sc_login]\nenabled = false\n\
+             [servers.sc_game]\nenabled = false\n[servers.sc_catchall]\nenabled = false\n\
              [[tap]]\nname = \"echo\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n",
             data = dir.join("data").display(),
             certs = dir.join("certs").display(),

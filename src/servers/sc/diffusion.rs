@@ -1,0 +1,334 @@
+//! The Star Citizen diffusion service (8001; the TLS tap at 8000 sits in front of it):
+//! service discovery with the endpoints from configuration, lobby destinations, region
+//! setup and heartbeat acks carrying the connection's session id.
+//!
+//! [`DiffusionSession`] is the socket-free core (client bytes in, reply bytes out); frames
+//! are the ones of [`crate::dissect::sc`], whose constants and name lookup it reuses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::ScSettings;
+use super::pb::diffusion as pb;
+use crate::dissect::protobuf::top_level_string;
+use crate::dissect::sc::{HEADER_LEN, MAGIC};
+
+/// Largest payload the server accepts from a client.
+pub const MAX_CLIENT_PAYLOAD: usize = 1024 * 1024;
+/// Malformed messages tolerated on one connection before it is closed.
+pub const MAX_BAD: u32 = 8;
+/// How long a connection may stay silent (clients heartbeat far more often).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Whether the connection goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Close,
+}
+
+/// Frames `payload` for the wire.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// What [`DiffusionSession::input`] saw, for logs and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A message answered, by name.
+    Answered(String),
+    /// A message with a name the server does not handle.
+    Ignored(String),
+    /// A malformed frame or payload, with the reason.
+    Bad(String),
+}
+
+/// One connection's state.
+pub struct DiffusionSession {
+    settings: Arc<ScSettings>,
+    session_id: String,
+    buf: Vec<u8>,
+    bad: u32,
+    pub events: Vec<Event>,
+}
+
+impl DiffusionSession {
+    pub fn new(settings: Arc<ScSettings>) -> Self {
+        DiffusionSession {
+            settings,
+            session_id: super::new_session_id(),
+            buf: Vec::new(),
+            bad: 0,
+            events: Vec::new(),
+        }
+    }
+
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// Takes client bytes; returns the reply bytes and whether to keep the connection.
+    pub fn input(&mut self, bytes: &[u8]) -> (Vec<u8>, Flow) {
+        self.buf.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        loop {
+            if self.buf.len() < HEADER_LEN {
+                if self.buf.len() > 4 && self.buf[4..] != MAGIC[..self.buf.len() - 4] {
+                    return self.fatal(out, "no diffusion magic (ef be ad de) at offset 4");
+                }
+                return (out, Flow::Continue);
+            }
+            if self.buf[4..8] != MAGIC {
+                // Without the magic there is no telling where the next frame starts.
+                return self.fatal(out, "no diffusion magic (ef be ad de) at offset 4");
+            }
+            let len =
+                u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+            if len > MAX_CLIENT_PAYLOAD {
+                return self.fatal(
+                    out,
+                    &format!("payload length {len} is over the {MAX_CLIENT_PAYLOAD}-byte limit"),
+                );
+            }
+            if self.buf.len() < HEADER_LEN + len {
+                return (out, Flow::Continue);
+            }
+            let payload: Vec<u8> = self.buf[HEADER_LEN..HEADER_LEN + len].to_vec();
+            self.buf.drain(..HEADER_LEN + len);
+            if let Some(reply) = self.message(&payload) {
+                out.extend(frame(&reply));
+            }
+            if self.bad >= MAX_BAD {
+                return self.fatal(out, "too many malformed messages");
+            }
+        }
+    }
+
+    fn fatal(&mut self, out: Vec<u8>, reason: &str) -> (Vec<u8>, Flow) {
+        self.events.push(Event::Bad(reason.to_owned()));
+        self.buf.clear();
+        (out, Flow::Close)
+    }
+
+    fn bad(&mut self, reason: String) -> Option<Vec<u8>> {
+        self.bad += 1;
+        self.events.push(Event::Bad(reason));
+        None
+    }
+
+    /// The reply payload to one message, if any.
+    fn message(&mut self, payload: &[u8]) -> Option<Vec<u8>> {
+        let Some(name) = top_level_string(payload, 1).map(str::to_owned) else {
+            return self.bad("payload has no message name (field 1)".into());
+        };
+        let reply = match name.as_str() {
+            "diff.service.online" => {
+                if let Err(e) = pb::ServiceDiscoveryRequest::decode(payload) {
+                    return self.bad(format!("{name}: {e}"));
+                }
+                pb::ServiceList {
+                    message_name: name.clone(),
+                    services: self
+                        .settings
+                        .services
+                        .iter()
+                        .map(|s| pb::ServiceEntry {
+                            name: s.name.clone(),
+                            host: s.host.clone(),
+                            port: u32::from(s.port),
+                            protocols: s.protocols.clone(),
+                            version: s.version.clone(),
+                        })
+                        .collect(),
+                }
+                .encode_to_vec()
+            }
+            "cmsg_ls_req_dests" => {
+                if let Err(e) = pb::LobbyDestinationsRequest::decode(payload) {
+                    return self.bad(format!("{name}: {e}"));
+                }
+                pb::LobbyDestinations {
+                    message_name: name.clone(),
+                    destinations: self
+                        .settings
+                        .lobby
+                        .iter()
+                        .map(|d| pb::LobbyDestination {
+                            server_id: d.server_id,
+                            display_name: d.display_name.clone(),
+                            host: d.host.clone(),
+                            port: u32::from(d.port),
+                            universe: d.universe.clone(),
+                            region: d.region.clone(),
+                        })
+                        .collect(),
+                }
+                .encode_to_vec()
+            }
+            "cmsg_set_region_id" => {
+                let req = match pb::RegionSetup::decode(payload) {
+                    Ok(r) => r,
+                    Err(e) => return self.bad(format!("{name}: {e}")),
+                };
+                // A region the lobby offers is confirmed; any other is answered, not set.
+                let confirmed = self
+                    .settings
+                    .lobby
+                    .iter()
+                    .any(|d| d.region == req.region_id);
+                pb::RegionConfirmation {
+                    message_name: name.clone(),
+                    region_id: req.region_id,
+                    confirmed,
+                }
+                .encode_to_vec()
+            }
+            "heartbeat" => {
+                let req = match pb::Heartbeat::decode(payload) {
+                    Ok(r) => r,
+                    Err(e) => return self.bad(format!("{name}: {e}")),
+                };
+                pb::HeartbeatAck {
+                    message_name: "heartbeat_ack".into(),
+                    session_id: self.session_id.clone(),
+                    sequence: req.sequence,
+                }
+                .encode_to_vec()
+            }
+            _ => {
+                self.events.push(Event::Ignored(name));
+                return None;
+            }
+        };
+        self.events.push(Event::Answered(name));
+        Some(reply)
+    }
+}
+
+pub async fn run(
+    listener: TcpListener,
+    settings: Arc<ScSettings>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    crate::servers::accept_loop(
+        "sc-diffusion",
+        listener,
+        shutdown.clone(),
+        move |socket, peer| connection(socket, peer, settings.clone(), shutdown.clone()),
+    )
+    .await
+}
+
+async fn connection(
+    mut socket: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    settings: Arc<ScSettings>,
+    shutdown: CancellationToken,
+) {
+    let mut session = DiffusionSession::new(settings);
+    tracing::info!(%peer, session = %session.session_id(), "diffusion client connected");
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = tokio::time::timeout(IDLE_TIMEOUT, socket.read(&mut buf)) => match r {
+                Ok(Ok(0)) => break,
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "diffusion read error: {e}");
+                    break;
+                }
+                Err(_) => {
+                    tracing::info!(%peer, "diffusion client idle too long");
+                    break;
+                }
+            },
+        };
+        let (reply, flow) = session.input(&buf[..n]);
+        for event in session.events.drain(..) {
+            match event {
+                Event::Answered(name) => tracing::info!(%peer, "diffusion {name}"),
+                Event::Ignored(name) => {
+                    tracing::info!(%peer, "diffusion: no handler for {name:?}, ignored")
+                }
+                Event::Bad(reason) => tracing::warn!(%peer, "diffusion: {reason}"),
+            }
+        }
+        if !reply.is_empty() && socket.write_all(&reply).await.is_err() {
+            break;
+        }
+        if flow == Flow::Close {
+            break;
+        }
+    }
+    let _ = socket.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> DiffusionSession {
+        DiffusionSession::new(Arc::new(ScSettings::default()))
+    }
+
+    #[test]
+    fn split_frames_are_reassembled_and_answered_in_order() {
+        let mut s = session();
+        let mut bytes = frame(
+            &pb::Heartbeat {
+                message_name: "heartbeat".into(),
+                sequence: 7,
+            }
+            .encode_to_vec(),
+        );
+        bytes.extend(frame(
+            &pb::LobbyDestinationsRequest {
+                message_name: "cmsg_ls_req_dests".into(),
+                sequence: 2,
+            }
+            .encode_to_vec(),
+        ));
+        let mut out = Vec::new();
+        for chunk in bytes.chunks(3) {
+            let (o, flow) = s.input(chunk);
+            assert_eq!(flow, Flow::Continue);
+            out.extend(o);
+        }
+        let len = u32::from_le_bytes(out[..4].try_into().unwrap()) as usize;
+        let ack = pb::HeartbeatAck::decode(&out[8..8 + len]).unwrap();
+        assert_eq!(ack.sequence, 7);
+        assert!(ack.session_id.starts_with("sc_session_"));
+        let rest = &out[8 + len..];
+        let dests = pb::LobbyDestinations::decode(&rest[8..]).unwrap();
+        assert_eq!(
+            dests.destinations[0].display_name,
+            "Persistent Universe - Stanton System"
+        );
+    }
+
+    #[test]
+    fn garbage_closes_and_bad_payloads_are_counted() {
+        let mut s = session();
+        assert_eq!(s.input(b"\x05\0\0\0nope!").1, Flow::Close);
+        let mut s = session();
+        let (out, flow) = s.input(&frame(b"\x0a\xff"));
+        assert!(out.is_empty());
+        assert_eq!(flow, Flow::Continue);
+        assert!(matches!(s.events[0], Event::Bad(_)));
+        let mut s = session();
+        assert_eq!(
+            s.input(&[0xff, 0xff, 0xff, 0x7f, 0xef, 0xbe, 0xad, 0xde]).1,
+            Flow::Close
+        );
+    }
+}
