@@ -109,8 +109,7 @@ fn engine_in_front_of(server: SocketAddr) -> (Engine, SocketAddr, tempfile::Temp
         ..Config::default()
     };
     config.proxy.enabled = false;
-    config.servers.fesl.enabled = false;
-    config.servers.gp.enabled = false;
+    config.servers.disable_all();
     let engine = Engine::start(config, StartOptions::default()).expect("engine");
     let state = engine
         .routes()

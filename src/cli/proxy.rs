@@ -37,7 +37,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         upstream_ca: args.upstream_ca,
         insecure_upstream: args.insecure_upstream,
     };
-    config.servers.fesl.enabled = false;
-    config.servers.gp.enabled = false;
+    config.servers.disable_all();
     super::serve::run_engine(config, "command line (proxy only)", args.capture)
 }

@@ -156,6 +156,22 @@ pub struct ServersConfig {
     pub sc: crate::servers::sc::ScSettings,
 }
 
+impl ServersConfig {
+    /// Turns every emulated server off, for a configuration of taps (and tests) alone.
+    pub fn disable_all(&mut self) {
+        for server in [
+            &mut self.fesl,
+            &mut self.gp,
+            &mut self.sc_diffusion,
+            &mut self.sc_login,
+            &mut self.sc_game,
+            &mut self.sc_catchall,
+        ] {
+            server.enabled = false;
+        }
+    }
+}
+
 impl Default for ServersConfig {
     fn default() -> Self {
         ServersConfig {

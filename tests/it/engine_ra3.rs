@@ -48,6 +48,7 @@ fn the_scripted_client_logs_in_through_the_taps_and_the_capture_decodes_cleanly(
         ..Config::default()
     };
     config.proxy.enabled = false;
+    config.servers.disable_all();
     config.servers.fesl = ServerConfig {
         enabled: true,
         listen: Some(fesl_server),

@@ -23,8 +23,7 @@ pub fn engine_with(taps: Vec<TapConfig>, rules: Vec<Rule>) -> (Engine, tempfile:
         ..Config::default()
     };
     config.proxy.enabled = false;
-    config.servers.fesl.enabled = false;
-    config.servers.gp.enabled = false;
+    config.servers.disable_all();
     config.breakpoints.rules = rules;
     let engine = Engine::start(config, StartOptions::default()).unwrap();
     (engine, dir)
@@ -579,8 +578,7 @@ fn an_upstream_name_is_resolved_by_the_configured_dns_servers() {
         ..Config::default()
     };
     config.proxy.enabled = false;
-    config.servers.fesl.enabled = false;
-    config.servers.gp.enabled = false;
+    config.servers.disable_all();
     config.dns.servers = vec![dns];
     let engine = Engine::start(config, StartOptions::default()).unwrap();
     let mut client = TcpStream::connect(route_addr(&engine, "named")).unwrap();

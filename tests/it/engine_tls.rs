@@ -29,8 +29,7 @@ fn engine_with(dir: &tempfile::TempDir, taps: Vec<TapConfig>) -> Engine {
         ..Config::default()
     };
     config.proxy.enabled = false;
-    config.servers.fesl.enabled = false;
-    config.servers.gp.enabled = false;
+    config.servers.disable_all();
     Engine::start(config, StartOptions::default()).unwrap()
 }
 

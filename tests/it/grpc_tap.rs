@@ -177,8 +177,7 @@ fn grpcio_calls_a_tonic_server_through_a_tls_tap_and_the_capture_decodes_as_grpc
         ..Config::default()
     };
     config.proxy.enabled = false;
-    config.servers.fesl.enabled = false;
-    config.servers.gp.enabled = false;
+    config.servers.disable_all();
     let engine = Engine::start(config, StartOptions::default()).unwrap();
     let tap = route_addr(&engine, "grpc");
     let ca_path = dir.path().join("ca.pem");

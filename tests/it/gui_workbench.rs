@@ -364,7 +364,7 @@ fn fesl_engine() -> (Engine, tempfile::TempDir) {
         ..Config::default()
     };
     config.proxy.enabled = false;
-    config.servers.gp.enabled = false;
+    config.servers.disable_all();
     config.servers.fesl = ServerConfig {
         enabled: true,
         listen: Some(server),

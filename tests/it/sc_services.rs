@@ -83,8 +83,7 @@ impl Sc {
             ..Config::default()
         };
         config.proxy.enabled = false;
-        config.servers.fesl.enabled = false;
-        config.servers.gp.enabled = false;
+        config.servers.disable_all();
         let on = |a: SocketAddr| ServerConfig {
             enabled: true,
             listen: Some(a),
