@@ -22,11 +22,13 @@ use crate::capture::{CaptureStore, ConnectionId, Direction, files};
 use crate::dissect::Node;
 use crate::dissect::registry::Registry;
 use crate::proxy::ca::Ca;
-use crate::proxy::intercept::{Decision, Held, HoldId, InterceptEvent, Interceptor, Rule};
+use crate::proxy::intercept::Interceptor;
 use crate::proxy::resolve::UpstreamResolver;
 use crate::proxy::{CaptureEvent, Recorder};
 use crate::security::Store;
 
+/// The breakpoint types of the engine's API, so its users need not reach into the proxy.
+pub use crate::proxy::intercept::{Decision, Held, HoldId, InterceptEvent, Rule};
 pub use config::Config;
 pub use routes::{RouteKind, RouteState, RouteStatus};
 

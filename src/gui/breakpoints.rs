@@ -4,7 +4,7 @@
 use eframe::egui::{self, RichText, TextEdit, Ui};
 
 use crate::capture::Direction;
-use crate::proxy::intercept::{Held, Rule};
+use crate::engine::{Held, Rule};
 
 use super::state::Action;
 use super::workbench::BenchAction;

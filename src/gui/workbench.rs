@@ -15,7 +15,7 @@ use eframe::egui;
 use crate::capture::{CaptureStore, ConnectionId, Direction, PacketId, StoreData};
 use crate::dissect::{Node, Registry};
 use crate::engine::Engine;
-use crate::proxy::intercept::{Decision, HoldId, Rule};
+use crate::engine::{Decision, HoldId, Rule};
 
 use super::decode::{Buffer, Labeller, NodeRef, PacketDecode, Summaries};
 use super::editor::{EditSource, Editor, SendTo};
