@@ -175,8 +175,10 @@ impl Viewer {
         egui::Panel::right("engine")
             .frame(side_frame(ui))
             .resizable(true)
-            .default_size(330.0)
+            .default_size(380.0)
             .min_size(220.0)
+            // Its content must not take the packet table's room; the grid clips instead.
+            .max_size((ui.available_width() * 0.3).max(300.0))
             .show(ui, |ui| {
                 ui.set_min_width(ui.available_width());
                 egui::ScrollArea::vertical()
@@ -208,8 +210,8 @@ impl Viewer {
         if let Some(message) = self.state.message() {
             egui::Panel::top("message").show(ui, |ui| banner::show(ui, message, actions));
         }
-        self.draw_engine_panel(ui, data, actions);
         let Some(data) = data else {
+            self.draw_engine_panel(ui, data, actions);
             egui::CentralPanel::default().show(ui, |ui| {
                 empty::show(ui, self.state.loading(), &self.samples, actions);
             });
@@ -226,12 +228,16 @@ impl Viewer {
             .show(ui, |ui| {
                 packet_view::show(ui, &self.state, data, &self.bench, actions)
             });
+        // After the packet pane, so that pane keeps the whole width for the hex dump.
+        self.draw_engine_panel(ui, Some(data), actions);
         let summaries = self.bench.summaries();
         egui::Panel::left("connections")
             .frame(side_frame(ui))
             .resizable(true)
-            .default_size(520.0)
+            .default_size(400.0)
             .min_size(220.0)
+            // The table's columns clip rather than push the packet table off screen.
+            .max_size((ui.available_width() * 0.35).max(300.0))
             .show(ui, |ui| {
                 // A resizable panel is as wide as what it holds; without this the table's
                 // auto-sized columns made it, and all right of it, jump every other frame.
