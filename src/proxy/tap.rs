@@ -364,6 +364,10 @@ fn describe_end(dir: Direction, end: &End, settings: &TapSettings) -> String {
         End::ReadError(e) if e.kind() == io::ErrorKind::ConnectionReset => {
             format!("reset by {reader}")
         }
+        // Common and harmless (gRPC channels, browsers): the TCP close still ends the stream.
+        End::ReadError(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            format!("closed by {reader} (without TLS close_notify)")
+        }
         End::ReadError(e) => format!("read from {reader} failed: {e}"),
         End::WriteError(e) if e.kind() == io::ErrorKind::ConnectionReset => {
             format!("reset by {writer}")

@@ -129,6 +129,63 @@ fn a_tls_tap_terminates_with_our_ca_and_passes_alpn_to_a_tls_upstream() {
     assert_eq!(sent, b"hello", "recorded decrypted");
 }
 
+#[test]
+fn a_client_that_drops_tls_without_close_notify_is_a_plain_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::load_or_create(&dir.path().join("certs")).unwrap();
+    let rt = runtime();
+    let upstream = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    rt.spawn(async move {
+        let (mut tcp, _) = upstream.accept().await.unwrap();
+        let mut sink = Vec::new();
+        let _ = tcp.read_to_end(&mut sink).await;
+    });
+    let engine = engine_with(
+        &dir,
+        vec![TapConfig {
+            name: "grpc-like".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: true,
+            upstream: upstream_addr.to_string(),
+            ..TapConfig::default()
+        }],
+    );
+    let tap = route_addr(&engine, "grpc-like");
+    let client_config = client_config(&trusting(&ca), vec![]).unwrap();
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(tap).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(client_config)
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        tls.write_all(b"bye").await.unwrap();
+        tls.flush().await.unwrap();
+        // Dropped without `shutdown`: the TCP connection closes with no close_notify, as
+        // gRPC channels and browsers often do.
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let reason = loop {
+        let reason = engine
+            .store()
+            .read()
+            .connection(ConnectionId(0))
+            .and_then(|c| c.close_reason.clone());
+        if let Some(r) = reason {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the connection never closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(reason, "closed by client (without TLS close_notify)");
+}
+
 /// Presents one leaf whatever the SNI.
 #[derive(Debug)]
 struct OneLeaf(Arc<CertifiedKey>);
