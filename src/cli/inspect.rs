@@ -84,12 +84,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn decode_context(extra_proto: &[PathBuf]) -> anyhow::Result<DecodeContext> {
-    let dirs = schema::schema_dirs(Path::new("."), extra_proto);
-    let pool = schema::load_schemas(&dirs).context("loading .proto schemas")?;
-    Ok(DecodeContext {
-        schemas: Some(pool),
-        ..DecodeContext::default()
-    })
+    // A directory the user named must load; `./proto` and the built-in schemas are merged
+    // in by the shared context, which tolerates a broken `./proto` with a warning.
+    if !extra_proto.is_empty() {
+        let dirs = schema::schema_dirs(Path::new("."), extra_proto);
+        schema::load_schemas(&dirs).context("loading .proto schemas")?;
+    }
+    let certs = crate::engine::config::Config::default().certs_dir;
+    Ok(crate::engine::decoding::decode_context(
+        extra_proto,
+        Some(&certs),
+    ))
 }
 
 #[derive(Serialize)]

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use crate::dissect::Context;
 use crate::dissect::registry::Registry;
 use crate::engine::config::{Config, DEFAULT_CONFIG_FILE};
 use crate::engine::live::LiveDecoder;
@@ -89,8 +88,9 @@ pub fn run_engine(
     let store = engine.store().clone();
     let mut events = engine.subscribe_capture();
     let handle = engine.handle();
+    let context = (*engine.dissect_context()).clone();
     handle.spawn(async move {
-        let mut live = LiveDecoder::new(Registry::standard(), Context::default());
+        let mut live = LiveDecoder::new(Registry::standard(), context);
         loop {
             match events.recv().await {
                 Ok(event) => {

@@ -82,9 +82,8 @@ fn contains(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// Adds decoded-JWT children to every node of `tree` whose text holds a JWT. `msg` is the
 /// buffer the tree's ranges point into. Cheap when `msg` has no `eyJ`.
 pub fn annotate(tree: &mut Node, msg: &[u8], keys: &JwtKeys) {
-    if contains(msg, b"eyJ").is_none() {
-        return;
-    }
+    // No shortcut on the raw bytes: a token may be encoded on the wire (HPACK Huffman in a
+    // gRPC `authorization` header) and appear only in the decoded values.
     walk(tree, msg, keys, 0);
 }
 
@@ -119,7 +118,12 @@ fn walk(node: &mut Node, msg: &[u8], keys: &JwtKeys, depth: usize) {
             node.children.extend(added);
         }
     }
-    for c in node.children.iter_mut().filter(|c| !c.derived) {
+    // Into derived nodes too (HPACK-decoded headers are derived), but not into our own.
+    for c in node
+        .children
+        .iter_mut()
+        .filter(|c| c.kind.as_deref() != Some(KIND))
+    {
         walk(c, msg, keys, depth + 1);
     }
 }

@@ -5,6 +5,7 @@
 //! sockets or the database themselves.
 
 pub mod config;
+pub mod decoding;
 pub mod live;
 pub mod logs;
 mod routes;
@@ -72,6 +73,8 @@ pub(crate) struct Shared {
     pub registry: Registry,
     pub routes: Mutex<Vec<routes::Route>>,
     pub shutdown: CancellationToken,
+    /// What taps, the live log and the workbench decode with.
+    pub decode: Arc<crate::dissect::Context>,
     /// The accounts database, opened when the first server starts.
     pub accounts: tokio::sync::OnceCell<Result<Store, String>>,
 }
@@ -128,6 +131,16 @@ impl Engine {
                 .journal_to(path, Duration::from_millis(250))
                 .map_err(|e| EngineError::Capture(format!("{}: {e}", path.display())))?;
         }
+        // The issuer key first (made at first start, like the CA), so decoders can check the
+        // tokens the login server will sign with it.
+        let servers = &config.servers;
+        if (servers.sc_login.enabled || servers.sc_game.enabled)
+            && let Err(e) =
+                crate::security::jwt::Signer::load_or_create(&config.certs_dir, &servers.sc.issuer)
+        {
+            tracing::warn!("JWT issuer key: {e}");
+        }
+        let decode = Arc::new(decoding::decode_context(&[], Some(&config.certs_dir)));
         let interceptor = Arc::new(Interceptor::new());
         interceptor.set_rules(config.breakpoints.rules.clone());
         interceptor.set_hold_timeout(Duration::from_secs(config.breakpoints.hold_timeout_secs));
@@ -156,6 +169,7 @@ impl Engine {
             resolver,
             registry: Registry::standard(),
             shutdown: CancellationToken::new(),
+            decode,
             accounts: tokio::sync::OnceCell::new(),
         });
         let engine = Engine {
@@ -199,6 +213,11 @@ impl Engine {
 
     pub fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    /// The schemas and keys to decode this engine's traffic with (see [`decoding`]).
+    pub fn dissect_context(&self) -> Arc<crate::dissect::Context> {
+        self.shared.decode.clone()
     }
 
     pub fn store(&self) -> &Arc<CaptureStore> {

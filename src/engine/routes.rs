@@ -412,7 +412,7 @@ async fn sc_ctx(
         login_data_path: shared.config.data_dir.join(&settings.login_data),
         settings: Arc::new(settings),
         signer: Arc::new(signer),
-        schemas: schemas(),
+        schemas: shared.decode.schemas.clone(),
     })
 }
 
@@ -435,41 +435,6 @@ async fn run_sc(
         }
         ServerKind::Fesl | ServerKind::Gp => Ok(()),
     }
-}
-
-/// The schemas taps decode protobuf and gRPC with: the ones built into gamewire (the same
-/// files its Star Citizen servers were generated from), plus any other `.proto` files in
-/// `./proto` (the user's additions).
-fn schemas() -> Option<prost_reflect::DescriptorPool> {
-    static POOL: std::sync::OnceLock<Option<prost_reflect::DescriptorPool>> =
-        std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        let mut pool = match crate::servers::sc::descriptor_pool() {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!("built-in schemas: {e}");
-                return None;
-            }
-        };
-        let dirs = crate::dissect::protobuf::schema_dirs(std::path::Path::new("."), &[]);
-        if !dirs.is_empty() {
-            match crate::dissect::protobuf::load_schemas(&dirs) {
-                Ok(disk) => {
-                    let extra: Vec<_> = disk
-                        .file_descriptor_protos()
-                        .filter(|f| pool.get_file_by_name(f.name()).is_none())
-                        .cloned()
-                        .collect();
-                    if let Err(e) = pool.add_file_descriptor_protos(extra) {
-                        tracing::warn!("./proto: {e}; decoding with the built-in schemas only");
-                    }
-                }
-                Err(e) => tracing::warn!("./proto: {e}; decoding with the built-in schemas only"),
-            }
-        }
-        Some(pool)
-    })
-    .clone()
 }
 
 fn ca_of(shared: &Shared, route: &str) -> Result<Arc<crate::proxy::ca::Ca>, EngineError> {
@@ -561,10 +526,7 @@ fn tap_settings(shared: &Shared, t: &TapConfig) -> Result<TapSettings, EngineErr
             insecure: t.upstream_insecure,
         },
         dissector,
-        dissect_context: crate::dissect::Context {
-            schemas: schemas(),
-            ..crate::dissect::Context::default()
-        },
+        dissect_context: (*shared.decode).clone(),
         connect_timeout: Duration::from_secs(t.connect_timeout_secs.max(1)),
         handshake_timeout: Duration::from_secs(15),
         idle_timeout: Duration::from_secs(t.idle_timeout_secs.max(1)),

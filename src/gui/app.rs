@@ -53,6 +53,7 @@ impl Viewer {
     /// Shows the engine's capture live, and keeps the engine running while the window is.
     pub fn with_engine(mut self, engine: crate::engine::Engine) -> Self {
         let store = engine.store().clone();
+        self.bench.set_context(engine.dissect_context());
         self.attach_store(store, "engine");
         self.engine = Some(engine);
         // Live traffic is watched as it arrives; a file is read from its start.

@@ -83,14 +83,18 @@ pub struct Labeller {
 
 impl Labeller {
     /// Starts labelling `store`; `wake` is called whenever new labels are ready.
-    pub fn start(store: Arc<CaptureStore>, wake: impl Fn() + Send + 'static) -> Self {
+    pub fn start(
+        store: Arc<CaptureStore>,
+        context: Arc<Context>,
+        wake: impl Fn() + Send + 'static,
+    ) -> Self {
         let summaries = Arc::new(RwLock::new(Summaries::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (store, summaries, stop) = (store.clone(), summaries.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("gamewire-gui-decode".into())
-                .spawn(move || run(&store, &summaries, &stop, &wake))
+                .spawn(move || run(&store, &context, &summaries, &stop, &wake))
                 .map_err(|e| tracing::error!("cannot start the decoding thread: {e}"))
                 .ok()
         };
@@ -129,12 +133,12 @@ type Streams = Option<(DirectionStream, DirectionStream)>;
 
 fn run(
     store: &CaptureStore,
+    context: &Context,
     summaries: &RwLock<Summaries>,
     stop: &AtomicBool,
     wake: &(impl Fn() + Send),
 ) {
     let registry = Registry::standard();
-    let context = Context::default();
     let mut streams: HashMap<ConnectionId, Streams> = HashMap::new();
     let mut labels: HashMap<String, Arc<str>> = HashMap::new();
     let mut next = 0usize;
@@ -153,7 +157,7 @@ fn run(
                     let conn = data.connection(p.connection)?;
                     let d = registry.choose(conn, &[(p.direction, p.data)], None)?;
                     protocols.push((p.connection, d.name()));
-                    let (c, s) = d.connection_decoders(&context);
+                    let (c, s) = d.connection_decoders(context);
                     Some((DirectionStream::new(c), DirectionStream::new(s)))
                 });
                 let Some((c2s, s2c)) = entry else {
@@ -253,7 +257,12 @@ pub struct PacketDecode {
 
 impl PacketDecode {
     /// Decodes the messages of `packet`, from a window of its connection around it.
-    pub fn of(registry: &Registry, data: &StoreData, packet: PacketId) -> Option<PacketDecode> {
+    pub fn of(
+        registry: &Registry,
+        context: &Context,
+        data: &StoreData,
+        packet: PacketId,
+    ) -> Option<PacketDecode> {
         let p = data.packet(packet)?;
         let conn = data.connection(p.connection)?;
         let ids: Vec<PacketId> = data.packets_of(p.connection).map(|q| q.id).collect();
@@ -289,7 +298,7 @@ impl PacketDecode {
         };
         let all = decode_connection(
             dissector.as_ref(),
-            &Context::default(),
+            context,
             window.iter().filter_map(|&id| data.packet(id)),
         );
         let position = |id: PacketId| window.iter().position(|&w| w == id);
@@ -419,7 +428,7 @@ mod tests {
     fn the_worker_labels_packets_and_follows_a_growing_store() {
         let both = [login(), login()].concat();
         let store = fesl_store(&[both]);
-        let l = Labeller::start(store.clone(), || {});
+        let l = Labeller::start(store.clone(), Arc::new(Context::default()), || {});
         wait(&l);
         let s = l
             .summaries()
@@ -455,7 +464,13 @@ mod tests {
         let m = login();
         let store = fesl_store(&[[b"".as_slice(), &m, &m].concat()]);
         let data = store.read();
-        let d = PacketDecode::of(&Registry::standard(), &data, PacketId(0)).expect("decoded");
+        let d = PacketDecode::of(
+            &Registry::standard(),
+            &Context::default(),
+            &data,
+            PacketId(0),
+        )
+        .expect("decoded");
         assert_eq!(d.messages.len(), 2);
         let second = d.node_at(m.len() + 13).expect("a node");
         assert_eq!(second.message, 1);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use eframe::egui;
 
 use crate::capture::{CaptureStore, ConnectionId, Direction, PacketId, StoreData};
-use crate::dissect::{Node, Registry};
+use crate::dissect::{Context, Node, Registry};
 use crate::engine::Engine;
 use crate::engine::{Decision, HoldId, Rule};
 
@@ -53,6 +53,8 @@ pub struct Notice {
 
 pub struct Workbench {
     registry: Registry,
+    /// Schemas and keys: the engine's when one runs, else the built-in ones.
+    context: Arc<Context>,
     labeller: Option<Labeller>,
     decode: Option<PacketDecode>,
     node: Option<NodeRef>,
@@ -69,6 +71,10 @@ impl Default for Workbench {
     fn default() -> Self {
         Workbench {
             registry: Registry::standard(),
+            context: Arc::new(crate::engine::decoding::decode_context(
+                &[],
+                Some(&crate::engine::config::Config::default().certs_dir),
+            )),
             labeller: None,
             decode: None,
             node: None,
@@ -94,9 +100,11 @@ impl Workbench {
         match store {
             Some(store) if self.labeller.as_ref().is_none_or(|l| !l.is_for(store)) => {
                 let ctx = ctx.clone();
-                self.labeller = Some(Labeller::start(store.clone(), move || {
-                    ctx.request_repaint()
-                }));
+                self.labeller = Some(Labeller::start(
+                    store.clone(),
+                    self.context.clone(),
+                    move || ctx.request_repaint(),
+                ));
                 self.decode = None;
                 self.node = None;
                 self.seen_rows = 0;
@@ -126,7 +134,7 @@ impl Workbench {
                 };
                 if stale {
                     let same = self.decode.as_ref().is_some_and(|d| d.packet == id);
-                    self.decode = PacketDecode::of(&self.registry, data, id);
+                    self.decode = PacketDecode::of(&self.registry, &self.context, data, id);
                     if !same {
                         self.node = None;
                     }
@@ -183,6 +191,14 @@ impl Workbench {
 
     pub fn follow(&self) -> bool {
         self.follow
+    }
+
+    /// Decodes with these schemas and keys from now on (the engine's).
+    pub fn set_context(&mut self, context: Arc<Context>) {
+        self.context = context;
+        // Labels made with the old context are redone.
+        self.labeller = None;
+        self.decode = None;
     }
 
     pub fn set_follow(&mut self, follow: bool) {

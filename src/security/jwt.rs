@@ -128,6 +128,19 @@ impl Signer {
         }
     }
 
+    /// The key in `dir` if one was made; never makes one (decoders only verify with it).
+    pub fn load_existing(dir: &Path) -> Result<Option<Signer>, KeyError> {
+        let path = dir.join(KEY_FILE);
+        match std::fs::read(&path) {
+            Ok(der) => Signer::from_pkcs8(&der, DEFAULT_ISSUER, &path).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(KeyError::Io {
+                path,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
     /// A key pair kept in memory only (tests, benches).
     pub fn ephemeral(issuer: &str) -> Result<Signer, KeyError> {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)

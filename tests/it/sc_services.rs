@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use gamewire::capture::Direction;
+use gamewire::dissect::Node;
 use gamewire::dissect::registry::Registry;
 use gamewire::dissect::session::decode_capture;
-use gamewire::dissect::{Context, Node};
 use gamewire::engine::config::{Config, ServerConfig, TapConfig};
 use gamewire::engine::{Engine, RouteState, StartOptions};
 use gamewire::security::jwt::{Claims, DEFAULT_ISSUER, Signer};
 use gamewire::security::{HashCost, Store, TEST_EMAIL, TEST_PASSWORD};
-use gamewire::servers::sc::{CatchallRule, descriptor_pool};
+use gamewire::servers::sc::CatchallRule;
 use gamewire::servers::sc_client::{ScClientOptions, run_flow};
 use prost::Message as _;
 
@@ -156,10 +156,8 @@ impl Sc {
     /// Decodes the capture with the built-in schemas; every node's display text per route.
     fn decoded_displays(&self, route: &str) -> Vec<(Direction, String)> {
         let data = self.engine.store().read();
-        let ctx = Context {
-            schemas: Some(descriptor_pool().unwrap()),
-            ..Context::default()
-        };
+        // The engine's own context: the built-in schemas and its JWT issuer's key.
+        let ctx = self.engine.dissect_context();
         let decoded = decode_capture(&Registry::standard(), &ctx, &data, None);
         let mut out = Vec::new();
         for conn in data
@@ -844,7 +842,18 @@ fn the_scripted_client_runs_the_whole_flow_through_the_taps() {
         !diffusion.iter().any(|(_, s)| s.starts_with("ERROR")),
         "{diffusion:#?}"
     );
+    // The token the login server signed verifies against the engine's issuer key wherever it
+    // appears: the login reply, and the gRPC metadata.
+    let login = sc.decoded_displays("sc-login");
+    assert!(
+        login.iter().any(|(_, s)| s == "signature valid = true"),
+        "{login:#?}"
+    );
     let game = sc.decoded_displays("sc-game");
+    assert!(
+        game.iter().any(|(_, s)| s == "signature valid = true"),
+        "{game:#?}"
+    );
     for t in [
         "sc.external.services.login.v1.InitiateLoginResponse",
         "sc.external.services.character.v1.GetCharactersResponse",

@@ -1,0 +1,100 @@
+//! The one decode context every part of gamewire decodes with (taps, the live log, the
+//! workbench, `inspect`), so a message looks the same everywhere: the protobuf schemas built
+//! into gamewire (the files its Star Citizen servers were generated from) plus `./proto` and
+//! the user's directories, and the public key of gamewire's own JWT issuer, so the tokens
+//! its login server hands out show as verified.
+
+use std::path::{Path, PathBuf};
+
+use crate::dissect::Context;
+use crate::dissect::jwt::{JwtKey, JwtKeys};
+use crate::dissect::protobuf::{load_schemas, schema_dirs};
+use crate::security::jwt::Signer;
+
+/// Builds the context. `certs_dir`: where the issuer's key lives; it is read, never made.
+/// What cannot be loaded is logged and left out: decoding goes on without it.
+pub fn decode_context(extra_proto: &[PathBuf], certs_dir: Option<&Path>) -> Context {
+    let mut context = Context {
+        schemas: schemas(extra_proto),
+        ..Context::default()
+    };
+    if let Some(dir) = certs_dir {
+        match Signer::load_existing(dir) {
+            Ok(Some(signer)) => {
+                context.jwt_keys = JwtKeys {
+                    keys: vec![JwtKey::Jwks(signer.jwks().to_string())],
+                    ..JwtKeys::default()
+                };
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("JWT issuer key: {e}; tokens are shown unverified"),
+        }
+    }
+    context
+}
+
+fn schemas(extra_proto: &[PathBuf]) -> Option<prost_reflect::DescriptorPool> {
+    let mut pool = match crate::servers::sc::descriptor_pool() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("built-in schemas: {e}");
+            return None;
+        }
+    };
+    let dirs = schema_dirs(Path::new("."), extra_proto);
+    if dirs.is_empty() {
+        return Some(pool);
+    }
+    match load_schemas(&dirs) {
+        Ok(disk) => {
+            // The built-in files win over copies of them on disk (an old checkout's proto/).
+            let extra: Vec<_> = disk
+                .file_descriptor_protos()
+                .filter(|f| pool.get_file_by_name(f.name()).is_none())
+                .cloned()
+                .collect();
+            if let Err(e) = pool.add_file_descriptor_protos(extra) {
+                tracing::warn!(
+                    "{}: {e}; decoding with the built-in schemas only",
+                    show(&dirs)
+                );
+            }
+        }
+        Err(e) => tracing::warn!(
+            "{}: {e}; decoding with the built-in schemas only",
+            show(&dirs)
+        ),
+    }
+    Some(pool)
+}
+
+fn show(dirs: &[PathBuf]) -> String {
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_schemas_and_our_issuer_key_are_in_the_context() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = decode_context(&[], Some(dir.path()));
+        assert!(empty.jwt_keys.keys.is_empty(), "no key made by decoding");
+        let pool = empty.schemas.expect("built-in schemas");
+        assert!(
+            pool.get_service_by_name("sc.external.services.login.v1.LoginService")
+                .is_some()
+        );
+        let signer =
+            Signer::load_or_create(dir.path(), crate::security::jwt::DEFAULT_ISSUER).unwrap();
+        let context = decode_context(&[], Some(dir.path()));
+        let [JwtKey::Jwks(jwks)] = context.jwt_keys.keys.as_slice() else {
+            panic!("one JWKS key expected");
+        };
+        assert!(jwks.contains(signer.kid()));
+    }
+}
