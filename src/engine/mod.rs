@@ -75,6 +75,8 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// What taps, the live log and the workbench decode with.
     pub decode: Arc<crate::dissect::Context>,
+    /// JWT ids logged out at the SC login server, which the SC game server refuses too.
+    pub sc_logged_out: Arc<parking_lot::Mutex<std::collections::HashSet<String>>>,
     /// The accounts database, opened when the first server starts.
     pub accounts: tokio::sync::OnceCell<Result<Store, String>>,
 }
@@ -170,6 +172,7 @@ impl Engine {
             registry: Registry::standard(),
             shutdown: CancellationToken::new(),
             decode,
+            sc_logged_out: Arc::default(),
             accounts: tokio::sync::OnceCell::new(),
         });
         let engine = Engine {

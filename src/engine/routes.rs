@@ -413,6 +413,7 @@ async fn sc_ctx(
         settings: Arc::new(settings),
         signer: Arc::new(signer),
         schemas: shared.decode.schemas.clone(),
+        logged_out: shared.sc_logged_out.clone(),
     })
 }
 

@@ -515,6 +515,12 @@ with grpc.secure_channel(addr, creds, options=opts) as ch:
     refl = ch.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
                             request_serializer=None, response_deserializer=None)
     out["reflection"] = b"".join(refl(iter([b"\x3a\x01*"]), timeout=20)).decode("latin-1")
+    # Logging out at the login server ends the token at the game server too.
+    urllib.request.urlopen(urllib.request.Request(
+        f"http://{login_addr}/logout", data=b"", method="POST",
+        headers={"Authorization": "Bearer " + token}), timeout=20)
+    out["after_logout"] = code_of(lambda: login.InitiateLogin(
+        login_pb2.InitiateLoginRequest(session_id="py_session"), metadata=md, timeout=20))
 print(json.dumps(out))
 "#;
 
@@ -550,6 +556,8 @@ fn grpcio_logs_in_and_listens_through_the_tls_tap_and_the_capture_names_every_me
         bad.starts_with("UNAUTHENTICATED") && bad.contains("alg none"),
         "{bad}"
     );
+    let after_logout = v["after_logout"].as_str().unwrap();
+    assert_eq!(after_logout, "UNAUTHENTICATED: session logged out");
     let malformed = v["malformed"].as_str().unwrap();
     assert!(malformed.starts_with("INVALID_ARGUMENT"), "{malformed}");
     let listen: Vec<&str> = v["listen"]

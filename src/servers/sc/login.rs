@@ -64,6 +64,9 @@ pub enum VerifyError {
 /// Star Citizen server accepts a bearer with.
 pub async fn check_token(ctx: &ScCtx, token: &str) -> Result<Claims, VerifyError> {
     let claims = ctx.signer.verify(token, now())?;
+    if ctx.logged_out.lock().contains(&claims.jti) {
+        return Err(VerifyError::LoggedOut);
+    }
     match ctx.store.user_by_email(&claims.sub).await {
         Ok(Some(u)) if u.banned => Err(VerifyError::Banned),
         Ok(Some(u)) if !u.active => Err(VerifyError::Disabled),
@@ -433,6 +436,7 @@ async fn logout(
     match check_session(&app, &token).await {
         Ok(claims) => {
             app.sessions.lock().remove(&claims.jti);
+            app.ctx.logged_out.lock().insert(claims.jti.clone());
             tracing::info!(user = %claims.sub, "SC logout");
             Json(json!({"logged_out": true, "sub": claims.sub})).into_response()
         }
