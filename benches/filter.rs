@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gamewire::capture::StoreData;
-use gamewire::dissect::filter::{Filter, filter_packets, search_packets};
+use gamewire::dissect::filter::{
+    FieldIndex, Filter, filter_packets, filter_packets_indexed, search_packets,
+};
 use gamewire::dissect::protobuf::schema;
 use gamewire::dissect::session::{CaptureDecode, decode_capture};
 use gamewire::dissect::{Context, Registry};
@@ -75,6 +77,9 @@ fn filters(c: &mut Criterion) {
             r#"(fesl.txn == "NuLogin" || conn.port == 18800) && dir == c2s && !(bytes contains "lkey")"#,
         ),
     ];
+    let start = Instant::now();
+    let index = FieldIndex::build(&data, &decode);
+    eprintln!("field index built once in {:.2?}", start.elapsed());
     let never = AtomicBool::new(false);
     let mut group = c.benchmark_group("filter_1M");
     group
@@ -91,12 +96,48 @@ fn filters(c: &mut Criterion) {
         let took = start.elapsed();
         eprintln!(
             "{name}: `{expr}` matched {hits} of {PACKETS} in {took:.2?} ({})",
-            if took <= BUDGET { "within 200 ms" } else { "OVER 200 ms" }
+            if took <= BUDGET {
+                "within 200 ms"
+            } else {
+                "OVER 200 ms"
+            }
         );
-        group.bench_function(*name, |b| {
+        group.bench_function(format!("{name}_trees"), |b| {
             b.iter(|| {
-                black_box(filter_packets(&data, Some(&decode), &filter, &never, |_| {}))
-                    .map(|v| v.len())
+                black_box(filter_packets(
+                    &data,
+                    Some(&decode),
+                    &filter,
+                    &never,
+                    |_| {},
+                ))
+                .map(|v| v.len())
+            })
+        });
+        let start = Instant::now();
+        let indexed = filter_packets_indexed(&data, &index, &filter, &never, |_| {})
+            .expect("not cancelled")
+            .len();
+        let took = start.elapsed();
+        assert_eq!(indexed, hits, "{expr}: index and trees disagree");
+        eprintln!(
+            "{name} (field index): matched {indexed} in {took:.2?} ({})",
+            if took <= BUDGET {
+                "within 200 ms"
+            } else {
+                "OVER 200 ms"
+            }
+        );
+        group.bench_function(format!("{name}_index"), |b| {
+            b.iter(|| {
+                black_box(filter_packets_indexed(
+                    &data,
+                    &index,
+                    &filter,
+                    &never,
+                    |_| {},
+                ))
+                .map(|v| v.len())
             })
         });
     }

@@ -9,7 +9,8 @@ use std::sync::atomic::AtomicBool;
 
 use gamewire::capture::{Direction, PacketId, StoreData};
 use gamewire::dissect::filter::{
-    Filter, FilterError, PacketView, filter_ids, filter_packets, search_packets,
+    FieldIndex, Filter, FilterError, PacketView, filter_ids, filter_ids_indexed, filter_packets,
+    filter_packets_indexed, search_packets,
 };
 use gamewire::dissect::protobuf::schema;
 use gamewire::dissect::session::{CaptureDecode, decode_capture};
@@ -19,6 +20,14 @@ use proptest::prelude::*;
 struct Decoded {
     data: StoreData,
     decode: CaptureDecode,
+}
+
+fn index() -> &'static FieldIndex<'static> {
+    static CELL: OnceLock<FieldIndex<'static>> = OnceLock::new();
+    CELL.get_or_init(|| {
+        let s = samples();
+        FieldIndex::build(&s.data, &s.decode)
+    })
 }
 
 fn samples() -> &'static Decoded {
@@ -65,6 +74,13 @@ fn ids(expr: &str) -> Vec<u64> {
         par.iter().map(|p| p.0).collect::<Vec<_>>(),
         seq,
         "{expr}: threaded and sequential evaluation differ"
+    );
+    let indexed =
+        filter_packets_indexed(&s.data, index(), &f, &AtomicBool::new(false), |_| {}).unwrap();
+    assert_eq!(
+        indexed.iter().map(|p| p.0).collect::<Vec<_>>(),
+        seq,
+        "{expr}: the field index and the trees disagree"
     );
     seq
 }
@@ -351,6 +367,37 @@ fn threads_keep_order_and_cancel() {
     let reversed: Vec<PacketId> = data.time_order().into_iter().rev().collect();
     let got = filter_ids(&data, None, &reversed, &f, &AtomicBool::new(false), |_| {}).unwrap();
     assert_eq!(got, expected.iter().rev().copied().collect::<Vec<_>>());
+    // The indexed path over the same order, on a decoded capture big enough for threads.
+    let s = samples();
+    let order: Vec<PacketId> = s.data.time_order().into_iter().rev().collect();
+    let f =
+        Filter::parse("fesl.txn contains Nu || sc.services.port == 8001 || dir == s2c").unwrap();
+    let by_index = filter_ids_indexed(
+        &s.data,
+        index(),
+        &order,
+        &f,
+        &AtomicBool::new(false),
+        |_| {},
+    )
+    .unwrap();
+    let by_tree = filter_ids(
+        &s.data,
+        Some(&s.decode),
+        &order,
+        &f,
+        &AtomicBool::new(false),
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(by_index, by_tree);
+    let position = |id: &PacketId| order.iter().position(|o| o == id).unwrap();
+    assert!(
+        by_index
+            .windows(2)
+            .all(|w| position(&w[0]) < position(&w[1]))
+    );
+    assert!(!by_index.is_empty());
     let cancel = AtomicBool::new(true);
     assert!(filter_packets(&data, None, &f, &cancel, |_| {}).is_none());
 }

@@ -9,6 +9,7 @@ use crate::dissect::Node;
 use crate::dissect::tree::Value;
 
 use super::PacketView;
+use super::index::{BoundNode, FieldIndex};
 use super::lexer::CmpOp;
 
 #[derive(Clone, Debug)]
@@ -113,7 +114,7 @@ pub(super) struct Namespace {
 }
 
 impl Namespace {
-    fn accepts(&self, protocol: Option<&str>) -> bool {
+    pub(super) fn accepts(&self, protocol: Option<&str>) -> bool {
         self.anywhere || protocol.is_some_and(|p| self.protocols.contains(&p))
     }
 }
@@ -163,6 +164,37 @@ impl Expr {
             // packets often have none of their own).
             Expr::Str(StrField::Label, _) => true,
             _ => false,
+        }
+    }
+
+    /// Whether evaluating this walks decoded trees even with a [`FieldIndex`] (search,
+    /// labels and the error flag are not indexed).
+    pub(super) fn needs_trees(&self) -> bool {
+        match self {
+            Expr::And(v) | Expr::Or(v) => v.iter().any(Expr::needs_trees),
+            Expr::Not(e) => e.needs_trees(),
+            Expr::Node(..) => false,
+            other => other.needs_messages(),
+        }
+    }
+
+    /// This expression with its dissected-field tests bound to `index`, and the terms of
+    /// each `&&` and `||` reordered cheapest first (they have no side effects, so only the
+    /// time changes).
+    pub(super) fn bind<'i, 'a>(&'i self, index: &'i FieldIndex<'a>) -> Bound<'i, 'a> {
+        match self {
+            Expr::And(v) | Expr::Or(v) => {
+                let mut terms: Vec<Bound<'i, 'a>> = v.iter().map(|e| e.bind(index)).collect();
+                terms.sort_by_key(Bound::cost);
+                if matches!(self, Expr::And(_)) {
+                    Bound::And(terms)
+                } else {
+                    Bound::Or(terms)
+                }
+            }
+            Expr::Not(e) => Bound::Not(Box::new(e.bind(index))),
+            Expr::Node(field, test) => Bound::Node(BoundNode::new(index, field, test)),
+            other => Bound::Plain(other),
         }
     }
 
@@ -276,7 +308,7 @@ fn str_values(f: StrField, v: &PacketView<'_>, test: impl Fn(&str) -> bool) -> b
 
 /// A node found by a field path, or a name standing in for a value.
 #[derive(Clone, Copy)]
-enum Found<'a> {
+pub(super) enum Found<'a> {
     Node(&'a Node),
     Name(&'a str),
 }
@@ -359,7 +391,7 @@ fn node_texts<'a>(f: Found<'a>) -> [Option<&'a str>; 2] {
     }
 }
 
-fn node_test(test: &NodeTest, f: Found<'_>) -> bool {
+pub(super) fn node_test(test: &NodeTest, f: Found<'_>) -> bool {
     match test {
         NodeTest::Present => true,
         NodeTest::Cmp(op, lit) => match lit {
@@ -553,5 +585,36 @@ mod tests {
         assert!(!ascii_find(b"lke", b"lkey"));
         assert!(!ascii_find(b"l-k-e-y", b"lkey"));
         assert!(ascii_find(b"LLkey", b"lkey"));
+    }
+}
+
+/// An expression bound to a [`FieldIndex`] for one run.
+pub(super) enum Bound<'i, 'a> {
+    And(Vec<Bound<'i, 'a>>),
+    Or(Vec<Bound<'i, 'a>>),
+    Not(Box<Bound<'i, 'a>>),
+    Plain(&'i Expr),
+    Node(BoundNode<'i, 'a>),
+}
+
+impl Bound<'_, '_> {
+    fn cost(&self) -> u8 {
+        match self {
+            Bound::Plain(e) if !e.needs_messages() => 0,
+            Bound::Node(_) => 1,
+            Bound::Not(inner) => inner.cost(),
+            Bound::And(v) | Bound::Or(v) => v.iter().map(Bound::cost).max().unwrap_or(0),
+            Bound::Plain(_) => 2,
+        }
+    }
+
+    pub(super) fn eval(&self, v: &PacketView<'_>) -> bool {
+        match self {
+            Bound::And(terms) => terms.iter().all(|t| t.eval(v)),
+            Bound::Or(terms) => terms.iter().any(|t| t.eval(v)),
+            Bound::Not(inner) => !inner.eval(v),
+            Bound::Plain(e) => e.eval(v),
+            Bound::Node(n) => n.eval(v.packet.id, v.protocol),
+        }
     }
 }

@@ -81,6 +81,7 @@
 //! ([`Filter::needs_decode`]), so they run before (or without) a decode.
 
 mod eval;
+mod index;
 mod lexer;
 mod parser;
 
@@ -91,6 +92,8 @@ use crate::capture::{Connection, PacketId, PacketRef, StoreData};
 
 use super::session::CaptureDecode;
 use super::stream::Decoded;
+
+pub use index::FieldIndex;
 
 /// A filter that does not parse: where and why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -230,7 +233,7 @@ pub fn filter_packets(
     progress: impl FnMut(usize),
 ) -> Option<Vec<PacketId>> {
     let n = data.packet_count();
-    run(
+    run_filter(
         data,
         decode,
         filter,
@@ -251,7 +254,7 @@ pub fn filter_ids(
     cancel: &AtomicBool,
     progress: impl FnMut(usize),
 ) -> Option<Vec<PacketId>> {
-    run(
+    run_filter(
         data,
         decode,
         filter,
@@ -273,7 +276,89 @@ pub fn search_packets(
     filter_packets(data, decode, &Filter::search(needle), cancel, progress)
 }
 
-fn run(
+/// [`filter_packets`] with dissected fields read from `index` (built once per decode with
+/// [`FieldIndex::build`]) rather than from the trees: several times faster on large
+/// captures. Packets the index does not cover (appended since) match no dissected field.
+pub fn filter_packets_indexed(
+    data: &StoreData,
+    index: &FieldIndex<'_>,
+    filter: &Filter,
+    cancel: &AtomicBool,
+    progress: impl FnMut(usize),
+) -> Option<Vec<PacketId>> {
+    let n = data.packet_count();
+    run_indexed(
+        data,
+        index,
+        filter,
+        n,
+        |i| PacketId(i as u64),
+        cancel,
+        progress,
+    )
+}
+
+/// [`filter_ids`] with dissected fields read from `index`.
+pub fn filter_ids_indexed(
+    data: &StoreData,
+    index: &FieldIndex<'_>,
+    ids: &[PacketId],
+    filter: &Filter,
+    cancel: &AtomicBool,
+    progress: impl FnMut(usize),
+) -> Option<Vec<PacketId>> {
+    run_indexed(data, index, filter, ids.len(), |i| ids[i], cancel, progress)
+}
+
+fn run_indexed(
+    data: &StoreData,
+    index: &FieldIndex<'_>,
+    filter: &Filter,
+    n: usize,
+    id_at: impl Fn(usize) -> PacketId + Sync,
+    cancel: &AtomicBool,
+    mut progress: impl FnMut(usize),
+) -> Option<Vec<PacketId>> {
+    if filter.is_match_all() {
+        progress(n);
+        return Some((0..n).map(&id_at).collect());
+    }
+    let bound = filter.expr.bind(index);
+    let decode = index.decode;
+    let protocols = protocol_table(data, Some(decode));
+    let trees = filter.expr.needs_trees();
+    let matcher = |id: PacketId| {
+        let Some(packet) = data.packet(id) else {
+            return false;
+        };
+        let view = PacketView {
+            packet,
+            connection: data.connection(packet.connection),
+            protocol: protocols
+                .get(packet.connection.0 as usize)
+                .copied()
+                .flatten(),
+            messages: if trees { decode.of_packet(id) } else { &[] },
+        };
+        bound.eval(&view)
+    };
+    run(n, id_at, matcher, cancel, progress)
+}
+
+/// The decoded protocol of each connection, by index: a vector beats a hash lookup per
+/// packet.
+fn protocol_table<'d>(data: &StoreData, decode: Option<&'d CaptureDecode>) -> Vec<Option<&'d str>> {
+    match decode {
+        Some(d) => data
+            .connections()
+            .iter()
+            .map(|c| d.protocols.get(&c.id).copied())
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+fn run_filter(
     data: &StoreData,
     decode: Option<&CaptureDecode>,
     filter: &Filter,
@@ -286,33 +371,39 @@ fn run(
         progress(n);
         return Some((0..n).map(&id_at).collect());
     }
-    // A vector beats a hash lookup per packet for the connection's protocol.
-    let protocols: Vec<Option<&str>> = match decode {
-        Some(d) => data
-            .connections()
-            .iter()
-            .map(|c| d.protocols.get(&c.id).copied())
-            .collect(),
-        None => Vec::new(),
-    };
+    let protocols = protocol_table(data, decode);
     let messages = decode.filter(|_| filter.needs_messages);
+    let matcher = |id: PacketId| {
+        let Some(packet) = data.packet(id) else {
+            return false;
+        };
+        let view = PacketView {
+            packet,
+            connection: data.connection(packet.connection),
+            protocol: protocols
+                .get(packet.connection.0 as usize)
+                .copied()
+                .flatten(),
+            messages: messages.map_or(&[], |d| d.of_packet(id)),
+        };
+        filter.matches(&view)
+    };
+    run(n, id_at, matcher, cancel, progress)
+}
+
+/// Runs `matcher` over `n` packets on every core, in blocks, keeping the order of `id_at`.
+fn run(
+    n: usize,
+    id_at: impl Fn(usize) -> PacketId + Sync,
+    matcher: impl Fn(PacketId) -> bool + Sync,
+    cancel: &AtomicBool,
+    mut progress: impl FnMut(usize),
+) -> Option<Vec<PacketId>> {
     let block = |b: usize| -> Option<Vec<PacketId>> {
         let mut hits = Vec::new();
         for i in b * BLOCK..((b + 1) * BLOCK).min(n) {
             let id = id_at(i);
-            let Some(packet) = data.packet(id) else {
-                continue;
-            };
-            let view = PacketView {
-                packet,
-                connection: data.connection(packet.connection),
-                protocol: protocols
-                    .get(packet.connection.0 as usize)
-                    .copied()
-                    .flatten(),
-                messages: messages.map_or(&[], |d| d.of_packet(id)),
-            };
-            if filter.matches(&view) {
+            if matcher(id) {
                 hits.push(id);
             }
         }
