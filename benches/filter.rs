@@ -161,6 +161,33 @@ fn filters(c: &mut Criterion) {
             .map(|v| v.len())
         })
     });
+    let search = Filter::search("testplayer");
+    let start = Instant::now();
+    let indexed = filter_packets_indexed(&data, &index, &search, &never, |_| {})
+        .expect("not cancelled")
+        .len();
+    let took = start.elapsed();
+    assert_eq!(indexed, hits, "search: index and trees disagree");
+    eprintln!(
+        "text search (field index): matched {indexed} in {took:.2?} ({})",
+        if took <= BUDGET {
+            "within 200 ms"
+        } else {
+            "OVER 200 ms"
+        }
+    );
+    group.bench_function("text_search_index", |b| {
+        b.iter(|| {
+            black_box(filter_packets_indexed(
+                &data,
+                &index,
+                &search,
+                &never,
+                |_| {},
+            ))
+            .map(|v| v.len())
+        })
+    });
     group.finish();
 }
 

@@ -271,17 +271,27 @@ fn filters_on_packet_facts_need_no_decode() {
 fn text_search_finds_decoded_values_ignoring_case() {
     let s = samples();
     let search = |needle: &str| -> Vec<u64> {
-        search_packets(
+        let by_tree = search_packets(
             &s.data,
             Some(&s.decode),
             needle,
             &AtomicBool::new(false),
             |_| {},
         )
-        .unwrap()
-        .into_iter()
-        .map(|p| p.0)
-        .collect()
+        .unwrap();
+        let by_index = filter_packets_indexed(
+            &s.data,
+            index(),
+            &Filter::search(needle),
+            &AtomicBool::new(false),
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(
+            by_tree, by_index,
+            "{needle}: the field index and the trees disagree"
+        );
+        by_tree.into_iter().map(|p| p.0).collect()
     };
     assert_eq!(search("TESTPLAYER"), ids("fesl.displayName == testplayer"));
     // A JWT claim is not in the bytes as text (base64): only the decoded tree has it.

@@ -9,7 +9,7 @@ use crate::dissect::Node;
 use crate::dissect::tree::Value;
 
 use super::PacketView;
-use super::index::{BoundNode, FieldIndex};
+use super::index::{BoundNode, BoundSearch, FieldIndex};
 use super::lexer::CmpOp;
 
 #[derive(Clone, Debug)]
@@ -173,7 +173,7 @@ impl Expr {
         match self {
             Expr::And(v) | Expr::Or(v) => v.iter().any(Expr::needs_trees),
             Expr::Not(e) => e.needs_trees(),
-            Expr::Node(..) => false,
+            Expr::Node(..) | Expr::Search(_) => false,
             other => other.needs_messages(),
         }
     }
@@ -194,6 +194,7 @@ impl Expr {
             }
             Expr::Not(e) => Bound::Not(Box::new(e.bind(index))),
             Expr::Node(field, test) => Bound::Node(BoundNode::new(index, field, test)),
+            Expr::Search(needle) => Bound::Search(BoundSearch::new(index, needle)),
             other => Bound::Plain(other),
         }
     }
@@ -489,7 +490,7 @@ impl Needle {
         self.lower.is_empty()
     }
 
-    fn in_bytes(&self, hay: &[u8]) -> bool {
+    pub(super) fn in_bytes(&self, hay: &[u8]) -> bool {
         if self.ascii {
             ascii_find(hay, self.lower.as_bytes())
         } else {
@@ -499,7 +500,7 @@ impl Needle {
         }
     }
 
-    fn in_str(&self, hay: &str) -> bool {
+    pub(super) fn in_str(&self, hay: &str) -> bool {
         if self.ascii {
             ascii_find(hay.as_bytes(), self.lower.as_bytes())
         } else {
@@ -527,6 +528,11 @@ impl Needle {
     }
 
     fn in_tree(&self, n: &Node, scratch: &mut String) -> bool {
+        self.in_value(n, scratch) || n.children.iter().any(|c| self.in_tree(c, scratch))
+    }
+
+    /// The node's own value and display, not its children's.
+    pub(super) fn in_value(&self, n: &Node, scratch: &mut String) -> bool {
         let own = match &n.value {
             Value::None => false,
             Value::Text(s) => self.in_str(s),
@@ -544,7 +550,6 @@ impl Needle {
             }
         };
         own || n.display.as_deref().is_some_and(|d| self.in_str(d))
-            || n.children.iter().any(|c| self.in_tree(c, scratch))
     }
 }
 
@@ -595,6 +600,7 @@ pub(super) enum Bound<'i, 'a> {
     Not(Box<Bound<'i, 'a>>),
     Plain(&'i Expr),
     Node(BoundNode<'i, 'a>),
+    Search(BoundSearch<'i, 'a>),
 }
 
 impl Bound<'_, '_> {
@@ -602,6 +608,7 @@ impl Bound<'_, '_> {
         match self {
             Bound::Plain(e) if !e.needs_messages() => 0,
             Bound::Node(_) => 1,
+            Bound::Search(_) => 2,
             Bound::Not(inner) => inner.cost(),
             Bound::And(v) | Bound::Or(v) => v.iter().map(Bound::cost).max().unwrap_or(0),
             Bound::Plain(_) => 2,
@@ -615,6 +622,7 @@ impl Bound<'_, '_> {
             Bound::Not(inner) => !inner.eval(v),
             Bound::Plain(e) => e.eval(v),
             Bound::Node(n) => n.eval(v.packet.id, v.protocol),
+            Bound::Search(n) => n.eval(v),
         }
     }
 }

@@ -15,12 +15,15 @@ use crate::dissect::Node;
 use crate::dissect::session::CaptureDecode;
 use crate::dissect::tree::Value;
 
-use super::eval::{self, Found, NodeTest, ProtoField, Target};
+use super::PacketView;
+use super::eval::{self, Found, Needle, NodeTest, ProtoField, Target};
 
 const NONE: u32 = u32::MAX;
 const MAIN_ROOT: u8 = 1;
 const DERIVED_ROOT: u8 = 2;
 const FIRST_OF_MAIN: u8 = 4;
+/// Not a node: a message's label, its `value` an index into `labels`.
+const LABEL: u8 = 8;
 
 #[derive(Clone, Copy)]
 struct Flat {
@@ -37,6 +40,7 @@ pub struct FieldIndex<'a> {
     names: Vec<&'a str>,
     /// One node per distinct (value, display), standing for all nodes sharing them.
     values: Vec<&'a Node>,
+    labels: Vec<&'a str>,
     nodes: Vec<Flat>,
     /// Packet `i`'s nodes are `nodes[starts[i]..starts[i + 1]]`.
     starts: Vec<u32>,
@@ -72,10 +76,27 @@ struct Builder<'a> {
     name_ids: HashMap<&'a str, u32>,
     values: Vec<&'a Node>,
     value_ids: HashMap<(ValueKey<'a>, Option<&'a str>), u32>,
+    labels: Vec<&'a str>,
+    label_ids: HashMap<&'a str, u32>,
     nodes: Vec<Flat>,
 }
 
 impl<'a> Builder<'a> {
+    fn label(&mut self, label: &'a str) {
+        let labels = &mut self.labels;
+        let value = *self.label_ids.entry(label).or_insert_with(|| {
+            labels.push(label);
+            (labels.len() - 1) as u32
+        });
+        // The name is the root's: a label never matches a path (paths skip LABEL entries).
+        self.nodes.push(Flat {
+            name: 0,
+            parent: NONE,
+            value,
+            flags: LABEL,
+        });
+    }
+
     fn push(&mut self, n: &'a Node, parent: u32, flags: u8) {
         let name = match self.name_ids.get(&*n.name) {
             Some(&id) => id,
@@ -118,6 +139,8 @@ impl<'a> FieldIndex<'a> {
             name_ids: HashMap::new(),
             values: Vec::new(),
             value_ids: HashMap::new(),
+            labels: Vec::new(),
+            label_ids: HashMap::new(),
             nodes: Vec::new(),
         };
         let n = data.packet_count();
@@ -126,6 +149,7 @@ impl<'a> FieldIndex<'a> {
             starts.push(b.nodes.len() as u32);
             for m in decode.of_packet(PacketId(i as u64)) {
                 b.push(&m.message.tree, NONE, MAIN_ROOT);
+                b.label(&m.message.label);
                 for d in &m.message.derived {
                     b.push(&d.tree, NONE, DERIVED_ROOT);
                 }
@@ -136,6 +160,7 @@ impl<'a> FieldIndex<'a> {
             decode,
             names: b.names,
             values: b.values,
+            labels: b.labels,
             nodes: b.nodes,
             starts,
         }
@@ -254,7 +279,7 @@ impl<'i, 'a> BoundNode<'i, 'a> {
             BoundKind::Message => true,
             BoundKind::NameOf { flag, ok } => nodes
                 .iter()
-                .any(|n| n.flags & flag != 0 && ok[n.name as usize]),
+                .any(|n| n.flags & flag != 0 && n.flags & LABEL == 0 && ok[n.name as usize]),
             BoundKind::Paths(paths) => {
                 let all = &self.index.nodes;
                 paths.iter().any(|(anchored, segs)| {
@@ -262,7 +287,10 @@ impl<'i, 'a> BoundNode<'i, 'a> {
                         return false;
                     };
                     nodes.iter().any(|n| {
-                        if !last[n.name as usize] || !self.value_passes(n.value) {
+                        if n.flags & LABEL != 0
+                            || !last[n.name as usize]
+                            || !self.value_passes(n.value)
+                        {
                             return false;
                         }
                         let mut parent = n.parent;
@@ -284,5 +312,72 @@ impl<'i, 'a> BoundNode<'i, 'a> {
                 })
             }
         }
+    }
+}
+
+/// Decides a cached yes/no: 0 not yet decided, 1 no, 2 yes. Threads decide values as they
+/// meet them; a race only decides one twice, to the same answer.
+fn cached(cell: &AtomicU8, decide: impl FnOnce() -> bool) -> bool {
+    match cell.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let ok = decide();
+            cell.store(if ok { 2 } else { 1 }, Ordering::Relaxed);
+            ok
+        }
+    }
+}
+
+/// The text search bound to an index: each distinct value and label is searched once.
+pub(super) struct BoundSearch<'i, 'a> {
+    index: &'i FieldIndex<'a>,
+    needle: &'i Needle,
+    value_ok: Vec<AtomicU8>,
+    label_ok: Vec<AtomicU8>,
+}
+
+impl<'i, 'a> BoundSearch<'i, 'a> {
+    pub(super) fn new(index: &'i FieldIndex<'a>, needle: &'i Needle) -> Self {
+        BoundSearch {
+            index,
+            needle,
+            value_ok: (0..index.values.len()).map(|_| AtomicU8::new(0)).collect(),
+            label_ok: (0..index.labels.len()).map(|_| AtomicU8::new(0)).collect(),
+        }
+    }
+
+    pub(super) fn eval(&self, v: &PacketView<'_>) -> bool {
+        if self.needle.is_empty() {
+            return true;
+        }
+        if v.packet.label.is_some_and(|l| self.needle.in_str(l))
+            || self.needle.in_bytes(v.packet.data)
+        {
+            return true;
+        }
+        let mut scratch = String::new();
+        self.index.range(v.packet.id).iter().any(|n| {
+            let i = n.value as usize;
+            if n.flags & LABEL != 0 {
+                self.label_ok.get(i).is_some_and(|cell| {
+                    cached(cell, || {
+                        self.index
+                            .labels
+                            .get(i)
+                            .is_some_and(|l| self.needle.in_str(l))
+                    })
+                })
+            } else {
+                self.value_ok.get(i).is_some_and(|cell| {
+                    cached(cell, || {
+                        self.index
+                            .values
+                            .get(i)
+                            .is_some_and(|node| self.needle.in_value(node, &mut scratch))
+                    })
+                })
+            }
+        })
     }
 }
