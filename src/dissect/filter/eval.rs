@@ -83,7 +83,7 @@ pub(super) enum BytesField {
 pub(super) enum BytesTest {
     Present,
     Eq(Vec<u8>),
-    Contains(memmem::Finder<'static>),
+    Contains(Box<memmem::Finder<'static>>),
     Matches(regex::bytes::Regex),
 }
 
@@ -404,10 +404,10 @@ pub(super) fn node_test(test: &NodeTest, f: Found<'_>) -> bool {
                     })
             }
             Lit::Str(want) => {
-                if let Some(n) = parse_number(want) {
-                    if node_number(f).is_some_and(|have| cmp_ord(*op, have.cmp(&n))) {
-                        return true;
-                    }
+                if let Some(n) = parse_number(want)
+                    && node_number(f).is_some_and(|have| cmp_ord(*op, have.cmp(&n)))
+                {
+                    return true;
                 }
                 if let Found::Node(n) = f
                     && *op == CmpOp::Eq
@@ -578,21 +578,6 @@ fn ascii_find(hay: &[u8], needle: &[u8]) -> bool {
     false
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ascii_find_ignores_case_and_edges() {
-        assert!(ascii_find(b"xxLKEYyy", b"lkey"));
-        assert!(ascii_find(b"lkey", b"lkey"));
-        assert!(ascii_find(b"abc", b""));
-        assert!(!ascii_find(b"lke", b"lkey"));
-        assert!(!ascii_find(b"l-k-e-y", b"lkey"));
-        assert!(ascii_find(b"LLkey", b"lkey"));
-    }
-}
-
 /// An expression bound to a [`FieldIndex`] for one run.
 pub(super) enum Bound<'i, 'a> {
     And(Vec<Bound<'i, 'a>>),
@@ -624,5 +609,20 @@ impl Bound<'_, '_> {
             Bound::Node(n) => n.eval(v.packet.id, v.protocol),
             Bound::Search(n) => n.eval(v),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ascii_find_ignores_case_and_edges() {
+        assert!(ascii_find(b"xxLKEYyy", b"lkey"));
+        assert!(ascii_find(b"lkey", b"lkey"));
+        assert!(ascii_find(b"abc", b""));
+        assert!(!ascii_find(b"lke", b"lkey"));
+        assert!(!ascii_find(b"l-k-e-y", b"lkey"));
+        assert!(ascii_find(b"LLkey", b"lkey"));
     }
 }

@@ -531,7 +531,9 @@ fn build(
                         format!("`{name}` is bytes: use ==, !=, contains or matches"),
                     ));
                 }
-                Op::Contains => BytesTest::Contains(memmem::Finder::new(&bytes).into_owned()),
+                Op::Contains => {
+                    BytesTest::Contains(Box::new(memmem::Finder::new(&bytes).into_owned()))
+                }
                 Op::Matches => {
                     let pattern = String::from_utf8(bytes).map_err(|_| {
                         FilterError::new(lit_pos, "a regular expression must be text")
