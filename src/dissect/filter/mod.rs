@@ -78,7 +78,10 @@
 //! # Evaluation
 //! [`Filter::parse`] compiles once; [`filter_packets`] runs it over a capture on every core.
 //! Filters that use only packet and connection facts never look at decoded messages
-//! ([`Filter::needs_decode`]), so they run before (or without) a decode.
+//! ([`Filter::needs_decode`]), so they run before (or without) a decode. For large captures
+//! build a [`FieldIndex`] once per decode and use [`filter_packets_indexed`]: dissected
+//! fields and the text search then scan a flat array instead of walking trees (about 45 ms
+//! rather than 600 ms for a million FESL packets on two cores; see `benches/filter.rs`).
 
 mod eval;
 mod index;
