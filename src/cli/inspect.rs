@@ -3,12 +3,14 @@
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use serde::Serialize;
 
 use crate::capture::files::{self, OpenOptions};
-use crate::capture::{PacketRef, StoreData};
+use crate::capture::{PacketId, PacketRef, StoreData};
+use crate::dissect::filter::{self, Filter};
 use crate::dissect::protobuf::schema;
 use crate::dissect::session::{CaptureDecode, decode_capture};
 use crate::dissect::stream::Decoded;
@@ -35,13 +37,28 @@ pub struct Args {
     /// `proto/` in the working directory is always loaded when present.
     #[arg(long, value_name = "DIR")]
     pub proto: Vec<PathBuf>,
+    /// Only the packets this filter expression matches, e.g. `fesl.txn == "NuLogin" && dir
+    /// == c2s` (see the README's "Filters"). A bad expression exits with status 2.
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
 }
 
 /// How many leading bytes the text listing shows.
 const PREVIEW_BYTES: usize = 16;
 
+/// Exit status of a filter that does not parse, apart from 1 (the file could not be read).
+const BAD_FILTER: u8 = 2;
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let registry = Registry::standard();
+    let filter = match args.filter.as_deref().map(Filter::parse).transpose() {
+        Ok(f) => f,
+        Err(e) => {
+            let expr = args.filter.as_deref().unwrap_or_default();
+            eprintln!("error: --filter: {e}\n{}", e.caret(expr));
+            return Ok(ExitCode::from(BAD_FILTER));
+        }
+    };
     if let Some(name) = &args.decode_as
         && registry.get(name).is_none()
     {
@@ -57,23 +74,34 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
     )?;
     let decoding = args.decode || args.decode_as.is_some();
-    let ctx = if decoding {
+    // A filter on dissected fields needs the decode even when the trees are not printed.
+    let filter_decodes = filter.as_ref().is_some_and(Filter::needs_decode);
+    let ctx = if decoding || filter_decodes {
         decode_context(&args.proto)?
     } else {
         DecodeContext::default()
     };
-    let decoded =
-        decoding.then(|| decode_capture(&registry, &ctx, &opened.data, args.decode_as.as_deref()));
+    let decode = (decoding || filter_decodes)
+        .then(|| decode_capture(&registry, &ctx, &opened.data, args.decode_as.as_deref()));
+    let keep = filter
+        .as_ref()
+        .map(|f| matching(&opened.data, decode.as_ref(), f));
+    let decoded = decode.as_ref().filter(|_| decoding);
+    let shown = Shown {
+        keep: keep.as_deref(),
+        filter: filter.as_ref().map(Filter::text),
+    };
     let stdout = io::stdout().lock();
     let mut out = BufWriter::with_capacity(1 << 16, stdout);
     if args.json {
-        write_json(&opened.data, decoded.as_ref(), &mut out)
+        write_json(&opened.data, decoded, &shown, &mut out)
     } else {
         write_text(
             &args.file.display().to_string(),
             opened.format.name(),
             &opened.data,
-            decoded.as_ref(),
+            decoded,
+            &shown,
             &mut out,
         )
     }
@@ -81,6 +109,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     out.flush().context("writing the listing")?;
     drop(out);
     Ok(super::report_warnings(&opened.warnings, args.skip_bad))
+}
+
+/// Which packets the listing shows.
+struct Shown<'a> {
+    /// Indexed by packet id; `None` shows every packet.
+    keep: Option<&'a [bool]>,
+    filter: Option<&'a str>,
+}
+
+impl Shown<'_> {
+    fn shows(&self, id: PacketId) -> bool {
+        self.keep
+            .is_none_or(|k| k.get(id.0 as usize).copied().unwrap_or(false))
+    }
+}
+
+fn matching(data: &StoreData, decode: Option<&CaptureDecode>, f: &Filter) -> Vec<bool> {
+    let mut keep = vec![false; data.packet_count()];
+    // Nothing cancels a CLI run, so the result is always there.
+    let never = AtomicBool::new(false);
+    for id in filter::filter_packets(data, decode, f, &never, |_| {}).unwrap_or_default() {
+        if let Some(k) = keep.get_mut(id.0 as usize) {
+            *k = true;
+        }
+    }
+    keep
 }
 
 fn decode_context(extra_proto: &[PathBuf]) -> anyhow::Result<DecodeContext> {
@@ -124,9 +178,13 @@ struct JsonPacket<'a> {
 fn write_json(
     data: &StoreData,
     decoded: Option<&CaptureDecode>,
+    shown: &Shown<'_>,
     out: &mut impl Write,
 ) -> io::Result<()> {
     for id in data.time_order() {
+        if !shown.shows(id) {
+            continue;
+        }
         let Some(p) = data.packet(id) else { continue };
         let (client, server) = endpoints(data, &p);
         let messages = decoded.map(|d| d.of_packet(p.id));
@@ -200,6 +258,7 @@ fn write_text(
     format: &str,
     data: &StoreData,
     decoded: Option<&CaptureDecode>,
+    shown: &Shown<'_>,
     out: &mut impl Write,
 ) -> io::Result<()> {
     writeln!(
@@ -261,14 +320,25 @@ fn write_text(
         writeln!(out)?;
     }
     writeln!(out, "\nPackets")?;
+    if let (Some(expr), Some(keep)) = (shown.filter, shown.keep) {
+        writeln!(
+            out,
+            "  filter {expr}: {} of {} packets",
+            keep.iter().filter(|&&k| k).count(),
+            data.packet_count()
+        )?;
+    }
     writeln!(
         out,
         "  {:<7} {:<30} {:<5} {:<3} {:>7}  {:<24} first bytes",
         "id", "time (UTC)", "conn", "dir", "size", "label"
     )?;
     for id in data.time_order() {
+        if !shown.shows(id) {
+            continue;
+        }
         let Some(p) = data.packet(id) else { continue };
-        let shown = &p.data[..p.data.len().min(PREVIEW_BYTES)];
+        let preview = &p.data[..p.data.len().min(PREVIEW_BYTES)];
         let mut label = p.label.unwrap_or("-").to_string();
         if !p.flags.is_empty() {
             label = format!("{label} [{}]", p.flags);
@@ -282,8 +352,8 @@ fn write_text(
             p.direction.arrow(),
             p.data.len(),
             label,
-            hex::encode(shown),
-            crate::capture::ascii_preview(shown)
+            hex::encode(preview),
+            crate::capture::ascii_preview(preview)
         )?;
         if let Some(d) = decoded {
             write_messages(d.of_packet(p.id), out)?;

@@ -8,6 +8,7 @@
 //! and what it contains.
 
 pub mod fesl;
+pub mod filter;
 pub mod gp;
 pub mod grpc;
 pub mod http1;
