@@ -55,6 +55,32 @@ pub fn decode_capture(
     out
 }
 
+/// Decodes one connection of `data` into `out`: for callers that decode a capture that is
+/// still growing a connection at a time, holding its lock only that long.
+pub fn decode_connection_into(
+    registry: &Registry,
+    ctx: &Context,
+    data: &StoreData,
+    conn: ConnectionId,
+    forced: Option<&str>,
+    out: &mut CaptureDecode,
+) {
+    let Some(connection) = data.connection(conn) else {
+        return;
+    };
+    let Some(dissector) = choose(registry, data, conn, forced) else {
+        return;
+    };
+    out.protocols.insert(conn, dissector.name());
+    let ended = connection.closed.is_some();
+    for decoded in decode_connection_to(dissector.as_ref(), ctx, data.packets_of(conn), ended) {
+        out.messages
+            .entry(decoded.packet)
+            .or_default()
+            .push(decoded);
+    }
+}
+
 fn choose(
     registry: &Registry,
     data: &StoreData,

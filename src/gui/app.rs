@@ -7,6 +7,7 @@ use eframe::egui::{self, Align2, Color32, FontId, Id, Key, LayerId, Order, Ui, V
 
 use crate::capture::{CaptureStore, StoreData};
 
+use super::filter_bar::{self, FilterBar};
 use super::loader::{Loader, Outcome};
 use super::state::{Action, Capture, Source, ViewerState};
 use super::workbench::Workbench;
@@ -33,6 +34,9 @@ pub struct Viewer {
     /// The engine whose store is shown live; dropped (and so stopped) with the window.
     engine: Option<crate::engine::Engine>,
     bench: Workbench,
+    filter_bar: FilterBar,
+    /// The store the filter bar's results belong to.
+    filtered_store: Option<std::sync::Weak<CaptureStore>>,
 }
 
 impl Viewer {
@@ -47,6 +51,8 @@ impl Viewer {
             title: super::WINDOW_TITLE.to_owned(),
             engine: None,
             bench: Workbench::default(),
+            filter_bar: FilterBar::default(),
+            filtered_store: None,
         }
     }
 
@@ -124,6 +130,7 @@ impl Viewer {
 
         let mut actions = Vec::new();
         let store = self.state.store();
+        self.poll_filter(&ctx, store.as_ref());
         {
             // The guard lives for this block only: no lock is held between frames.
             let data = store.as_ref().map(|s| s.read());
@@ -246,7 +253,9 @@ impl Viewer {
                 connections::show(ui, &self.state, data, summaries.as_deref(), actions);
             });
         let follow = self.bench.follow();
+        let filter_bar = &mut self.filter_bar;
         egui::CentralPanel::default().show(ui, |ui| {
+            filter_bar::show(ui, filter_bar);
             packets::show(
                 ui,
                 &self.state,
@@ -257,6 +266,38 @@ impl Viewer {
                 actions,
             )
         });
+    }
+
+    /// Runs the filter bar's work and hands its result to the table.
+    fn poll_filter(&mut self, ctx: &egui::Context, store: Option<&Arc<CaptureStore>>) {
+        let same = match (&self.filtered_store, store) {
+            (Some(weak), Some(store)) => std::ptr::eq(weak.as_ptr(), Arc::as_ptr(store)),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.filter_bar.restart();
+            self.filtered_store = store.map(Arc::downgrade);
+        }
+        let wake = ctx.clone();
+        self.filter_bar
+            .poll(store, self.bench.context(), move || wake.request_repaint());
+        if let Some(matches) = self.filter_bar.take_matches() {
+            self.state.set_matches(matches);
+        }
+        if self.filter_bar.is_busy() {
+            // The status line shows progress.
+            ctx.request_repaint_after(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// The filter bar, for tests that type into it.
+    pub fn filter_bar_mut(&mut self) -> &mut FilterBar {
+        &mut self.filter_bar
+    }
+
+    pub fn filter_bar(&self) -> &FilterBar {
+        &self.filter_bar
     }
 
     fn apply(&mut self, action: Action) {

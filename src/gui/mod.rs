@@ -12,6 +12,7 @@ mod connections;
 pub mod decode;
 pub mod editor;
 mod empty;
+mod filter_bar;
 mod hex;
 mod loader;
 mod packet_view;

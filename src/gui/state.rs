@@ -100,6 +100,10 @@ pub struct ViewerState {
     loading: Option<Loading>,
     rows: RowIndex,
     scroll_to_row: Option<usize>,
+    /// The filter bar's result: the table shows only these packets.
+    matches: Option<Arc<super::filter_bar::Matches>>,
+    filtered: Vec<PacketId>,
+    filtered_stale: bool,
 }
 
 impl ViewerState {
@@ -130,6 +134,8 @@ impl ViewerState {
         self.selected = None;
         self.show_original = false;
         self.rows = RowIndex::default();
+        self.matches = None;
+        self.filtered_stale = true;
         self.scroll_to_row = None;
     }
 
@@ -180,7 +186,18 @@ impl ViewerState {
 
     /// The packets the table shows, in time order. Current as of the last [`Self::refresh`].
     pub fn rows(&self) -> &[PacketId] {
-        &self.rows.rows
+        if self.matches.is_some() {
+            &self.filtered
+        } else {
+            &self.rows.rows
+        }
+    }
+
+    /// Shows only the packets the filter bar matched (`None`: all again), from the next
+    /// [`Self::refresh`] on.
+    pub fn set_matches(&mut self, matches: Option<Arc<super::filter_bar::Matches>>) {
+        self.matches = matches;
+        self.filtered_stale = true;
     }
 
     /// Packets of one connection, as of the last [`Self::refresh`].
@@ -208,7 +225,21 @@ impl ViewerState {
 
     /// Brings the row index up to date with the store; cheap when nothing changed.
     pub fn refresh(&mut self, data: &StoreData) {
-        if !self.rows.refresh(data, self.filter) {
+        let changed = self.rows.refresh(data, self.filter);
+        if changed || self.filtered_stale {
+            self.filtered_stale = false;
+            self.filtered = match &self.matches {
+                Some(m) => self
+                    .rows
+                    .rows
+                    .iter()
+                    .copied()
+                    .filter(|&id| m.contains(id))
+                    .collect(),
+                None => Vec::new(),
+            };
+        }
+        if !changed {
             return;
         }
         // A selection the filter hides would leave the hex pane describing a packet that is

@@ -193,6 +193,10 @@ impl Workbench {
         self.follow
     }
 
+    pub fn context(&self) -> &Arc<Context> {
+        &self.context
+    }
+
     /// Decodes with these schemas and keys from now on (the engine's).
     pub fn set_context(&mut self, context: Arc<Context>) {
         self.context = context;

@@ -403,3 +403,71 @@ fn every_packet_settles_and_stands_still() {
         );
     }
 }
+
+/// Steps frames until the filter bar's background job is done.
+fn wait_for_filter(harness: &mut Harness<'_, Viewer>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        harness.step();
+        if !harness.state().filter_bar().is_busy()
+            && harness.state().filter_bar().status().is_some()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the filter never finished");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    harness.run();
+}
+
+fn shown_labels(harness: &Harness<'_, Viewer>) -> Vec<String> {
+    let viewer = harness.state();
+    let store = viewer.state().store().expect("a capture");
+    let data = store.read();
+    viewer
+        .state()
+        .rows()
+        .iter()
+        .filter_map(|&id| data.packet(id))
+        .map(|p| p.label.unwrap_or("").to_owned())
+        .collect()
+}
+
+#[test]
+fn the_filter_bar_narrows_the_table_and_points_at_a_bad_expression() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_sample(dir.path());
+    let mut harness = harness(Viewer::new(None));
+    open(&mut harness, &path);
+    assert_eq!(shown_labels(&harness).len(), 5);
+
+    // Connection facts only.
+    harness.state_mut().filter_bar_mut().filter_text = "conn.port == 443 && dir == c2s".into();
+    harness.get_by_label("Apply").click();
+    wait_for_filter(&mut harness);
+    assert_eq!(shown_labels(&harness), ["GET /status"]);
+    harness.get_by_label("1 of 5 match");
+
+    // A dissected field (the HTTP dissector's method), or a packet flag.
+    harness.state_mut().filter_bar_mut().filter_text = "http.method == \"GET\" || edited".into();
+    harness.get_by_label("Apply").click();
+    wait_for_filter(&mut harness);
+    assert_eq!(shown_labels(&harness), ["GET /status", "ping (edited)"]);
+
+    // A bad expression says where, and the last good filter stays in force.
+    harness.state_mut().filter_bar_mut().filter_text = "dir == c2s &&".into();
+    harness.get_by_label("Apply").click();
+    harness.run();
+    harness.get_by_label_contains("(at position 13)");
+    assert_eq!(shown_labels(&harness), ["GET /status", "ping (edited)"]);
+
+    // Text search alone, then Clear shows everything again.
+    harness.state_mut().filter_bar_mut().filter_text.clear();
+    harness.state_mut().filter_bar_mut().search_text = "nuloginreply".into();
+    harness.get_by_label("Apply").click();
+    wait_for_filter(&mut harness);
+    assert_eq!(shown_labels(&harness), ["acct NuLoginReply"]);
+    harness.get_by_label("Clear").click();
+    harness.run();
+    assert_eq!(shown_labels(&harness).len(), 5);
+}

@@ -13,10 +13,10 @@ mod dissect_hytale;
 mod dissect_json_jwt;
 mod dissect_protobuf;
 mod dissect_sc;
-mod filter;
 mod engine_ra3;
 mod engine_taps;
 mod engine_tls;
+mod filter;
 mod grpc_tap;
 #[cfg(feature = "gui")]
 mod gui;
