@@ -10,6 +10,7 @@
 pub mod fesl;
 pub mod gp;
 pub mod grpc;
+pub mod har;
 pub mod http1;
 pub mod http2;
 pub mod hytale;

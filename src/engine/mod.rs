@@ -5,7 +5,9 @@
 //! sockets or the database themselves.
 
 pub mod config;
+mod demo;
 pub mod live;
+pub mod log_ring;
 pub mod logs;
 mod routes;
 
@@ -28,6 +30,7 @@ use crate::proxy::{CaptureEvent, Recorder};
 use crate::security::Store;
 
 pub use config::Config;
+pub use demo::{DemoProgress, DemoRun, DemoStep};
 pub use routes::{RouteKind, RouteState, RouteStatus};
 
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,7 @@ use crate::capture::{CaptureStore, StoreData};
 
 use super::loader::{Loader, Outcome};
 use super::state::{Action, Capture, Source, ViewerState};
+use super::workbench::Workbench;
 use super::{banner, connections, empty, packet_view, packets, top_bar};
 
 /// Rows the selection jumps with Page Up and Page Down.
@@ -29,6 +30,8 @@ pub struct Viewer {
     title: String,
     /// The engine whose store is shown live; dropped (and so stopped) with the window.
     engine: Option<crate::engine::Engine>,
+    /// Menu bar, bottom panes, saves, settings and shortcuts.
+    bench: Workbench,
 }
 
 impl Viewer {
@@ -42,7 +45,36 @@ impl Viewer {
             samples: empty::find_samples(Path::new(empty::SAMPLES_DIR)),
             title: super::WINDOW_TITLE.to_owned(),
             engine: None,
+            bench: Workbench::default(),
         }
+    }
+
+    /// Takes the settings saved by an earlier run, when there is storage.
+    pub fn with_storage(mut self, storage: Option<&dyn eframe::Storage>) -> Self {
+        if let Some(storage) = storage {
+            self.bench.settings = super::settings::Settings::load(storage);
+        }
+        self
+    }
+
+    /// Reads log events from `ring` instead of the one the engine's logging feeds.
+    pub fn with_log_ring(mut self, ring: Arc<crate::engine::log_ring::LogRing>) -> Self {
+        let settings = std::mem::take(&mut self.bench.settings);
+        self.bench = Workbench::new(ring);
+        self.bench.settings = settings;
+        self
+    }
+
+    pub fn bench(&self) -> &Workbench {
+        &self.bench
+    }
+
+    pub fn bench_mut(&mut self) -> &mut Workbench {
+        &mut self.bench
+    }
+
+    pub fn engine(&self) -> Option<&crate::engine::Engine> {
+        self.engine.as_ref()
     }
 
     /// Shows the engine's capture live, and keeps the engine running while the window is.
@@ -95,6 +127,7 @@ impl Viewer {
         self.take_dropped_file(&ctx);
         self.start_pending();
         self.collect_loaded();
+        self.bench.poll();
 
         let mut actions = Vec::new();
         let store = self.state.store();
@@ -107,6 +140,7 @@ impl Viewer {
             self.draw(ui, data.as_deref(), &mut actions);
         }
         self.keyboard(&ctx, &mut actions);
+        self.bench.keyboard(&ctx, &self.state, self.engine.as_ref());
         if !actions.is_empty() {
             // The panes drew the state as it was; show the result of the click at once.
             ctx.request_repaint();
@@ -119,6 +153,12 @@ impl Viewer {
     }
 
     fn draw(&mut self, ui: &mut Ui, data: Option<&StoreData>, actions: &mut Vec<Action>) {
+        egui::Panel::top("menu_bar").show(ui, |ui| {
+            self.bench
+                .menu_bar(ui, &self.state, self.engine.as_ref(), actions)
+        });
+        self.bench
+            .windows(&ui.ctx().clone(), &self.state, data, actions);
         egui::Panel::top("top_bar")
             .frame(
                 egui::Frame::side_top_panel(ui.style())
@@ -128,6 +168,10 @@ impl Viewer {
         if let Some(message) = self.state.message() {
             egui::Panel::top("message").show(ui, |ui| banner::show(ui, message, actions));
         }
+        self.bench
+            .empty_live_hint(ui, &self.state, data, self.engine.as_ref());
+        self.bench
+            .watch_panel(ui, &self.state, data, self.engine.as_ref());
         let Some(data) = data else {
             egui::CentralPanel::default().show(ui, |ui| {
                 empty::show(ui, self.state.loading(), &self.samples, actions);
@@ -194,6 +238,7 @@ impl Viewer {
         match outcome {
             Outcome::Opened(opened) => {
                 let opened = *opened;
+                self.bench.settings.remember(&path);
                 let capture = Capture {
                     store: Arc::new(CaptureStore::from_data(opened.data)),
                     source: Source::File {
@@ -247,6 +292,10 @@ impl eframe::App for Viewer {
                 .request_repaint_after(std::time::Duration::from_millis(200));
         }
         self.show(ui);
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        self.bench.settings.save(storage);
     }
 }
 

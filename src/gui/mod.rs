@@ -6,16 +6,23 @@
 //! through a shared [`crate::capture::CaptureStore`], which the engine will later fill live.
 
 mod app;
+mod audit;
 mod banner;
 mod connections;
+mod demo;
 mod empty;
+pub mod files;
 mod hex;
 mod loader;
+mod log_pane;
 mod packet_view;
 mod packets;
+mod plot;
+pub mod settings;
 mod state;
 mod text;
 mod top_bar;
+mod workbench;
 
 use std::path::PathBuf;
 
@@ -23,6 +30,7 @@ use eframe::egui;
 
 pub use app::Viewer;
 pub use state::{Action, Capture, Loading, Message, MessageKind, Source, ViewerState};
+pub use workbench::Workbench;
 
 pub const WINDOW_TITLE: &str = "gamewire";
 
@@ -40,8 +48,8 @@ pub fn run(file: Option<PathBuf>, engine: Option<crate::engine::Engine>) -> anyh
     eframe::run_native(
         WINDOW_TITLE,
         options,
-        Box::new(move |_cc| {
-            let viewer = Viewer::new(file);
+        Box::new(move |cc| {
+            let viewer = Viewer::new(file).with_storage(cc.storage);
             Ok(Box::new(match engine {
                 Some(engine) => viewer.with_engine(engine),
                 None => viewer,
