@@ -73,6 +73,18 @@ impl Viewer {
         &mut self.bench
     }
 
+    /// Saves or exports the shown capture on a thread, as File ▸ Save/Export does.
+    pub fn save_as(
+        &mut self,
+        path: PathBuf,
+        format: super::files::OutFormat,
+        scope: super::files::Scope,
+    ) {
+        let ctx = self.ctx.clone().unwrap_or_default();
+        self.bench
+            .start_save(&ctx, &self.state, path, format, scope);
+    }
+
     pub fn engine(&self) -> Option<&crate::engine::Engine> {
         self.engine.as_ref()
     }

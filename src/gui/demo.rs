@@ -63,7 +63,7 @@ impl DemoPane {
             return clicked;
         };
         for step in &progress.steps {
-            let mark = if step.ok { "✔" } else { "✖" };
+            let mark = if step.ok { "ok  " } else { "FAIL" };
             ui.label(format!(
                 "{mark} {:<15} {:>7.1} ms  {}",
                 step.name,

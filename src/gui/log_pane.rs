@@ -47,8 +47,7 @@ impl LogPane {
 
     pub fn show(&mut self, ui: &mut Ui) {
         ui.horizontal(|ui| {
-            ui.label("Level");
-            egui::ComboBox::from_id_salt("log_level")
+            egui::ComboBox::from_label("Level")
                 .selected_text(self.min_level.as_str())
                 .show_ui(ui, |ui| {
                     for level in [

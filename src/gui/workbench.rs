@@ -221,14 +221,14 @@ impl Workbench {
         match &self.status {
             Some(Ok(text)) => {
                 ui.label(RichText::new(text).color(Color32::from_rgb(90, 170, 90)));
-                dismiss = ui.small_button("✕").clicked();
+                dismiss = ui.small_button("Dismiss").clicked();
             }
             Some(Err(e)) => {
                 ui.label(
                     RichText::new(format!("Could not save: {e}"))
                         .color(ui.visuals().error_fg_color),
                 );
-                dismiss = ui.small_button("✕").clicked();
+                dismiss = ui.small_button("Dismiss").clicked();
             }
             None => {}
         }
@@ -325,7 +325,7 @@ impl Workbench {
                         let title = match tab {
                             WatchTab::Audit => {
                                 let (ok, refused) = self.audit.counts();
-                                format!("{} ({ok} ✔ {refused} ✖)", tab.title())
+                                format!("{} ({ok} ok, {refused} refused)", tab.title())
                             }
                             _ => tab.title().to_owned(),
                         };

@@ -19,6 +19,8 @@ mod engine_tls;
 mod grpc_tap;
 #[cfg(feature = "gui")]
 mod gui;
+#[cfg(feature = "gui")]
+mod gui_files;
 mod gwcap;
 mod journal_crash;
 mod pcapng;
