@@ -30,7 +30,7 @@ pub fn export(
         }
         entries.extend(connection_entries(data, conn, &ctx));
     }
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.sort_by_key(|e| e.0);
     let count = entries.len();
     let har = json!({
         "log": {

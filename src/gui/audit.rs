@@ -20,7 +20,7 @@ pub const EMPTY_TEXT: &str = "No logins or alerts yet. Run the demo client (F5) 
 pub struct AuditPane {
     /// Security events, newest last.
     audit: VecDeque<LogEntry>,
-    /// Warnings and errors of the rest of the engine.
+    /// Warnings and errors of the rest of gamewire.
     alerts: VecDeque<LogEntry>,
 }
 
@@ -29,7 +29,9 @@ impl AuditPane {
     pub fn push(&mut self, entry: &LogEntry) {
         let list = if entry.is_audit() {
             &mut self.audit
-        } else if entry.level <= Level::WARN {
+        } else if entry.level <= Level::WARN && entry.target.starts_with("gamewire") {
+            // Only gamewire's own: the windowing and graphics crates warn about the display
+            // at every start, which is nothing a user can act on.
             &mut self.alerts
         } else {
             return;
@@ -78,7 +80,6 @@ impl AuditPane {
         }
         egui::ScrollArea::vertical()
             .auto_shrink([false, false])
-            .stick_to_bottom(true)
             .show(ui, |ui| {
                 for (route, error) in failed {
                     ui.label(

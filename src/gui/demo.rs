@@ -64,12 +64,15 @@ impl DemoPane {
         };
         for step in &progress.steps {
             let mark = if step.ok { "ok  " } else { "FAIL" };
-            ui.label(format!(
-                "{mark} {:<15} {:>7.1} ms  {}",
-                step.name,
-                step.elapsed.as_secs_f64() * 1000.0,
-                step.detail
-            ));
+            ui.label(
+                RichText::new(format!(
+                    "{mark} {:<15} {:>7.1} ms  {}",
+                    step.name,
+                    step.elapsed.as_secs_f64() * 1000.0,
+                    step.detail
+                ))
+                .monospace(),
+            );
         }
         match &progress.outcome {
             Some(Ok(text)) => {

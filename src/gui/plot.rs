@@ -110,7 +110,7 @@ impl Traffic {
             ui.label(RichText::new(EMPTY_TEXT).weak());
             return;
         }
-        let height = (ui.available_height() - 8.0).max(80.0);
+        let height = (ui.available_height() - 8.0).max(140.0);
         let width = (ui.available_width() / 2.0 - 8.0).max(120.0);
         ui.horizontal(|ui| {
             for (id, title, pick) in [("msgs_plot", "messages/s", 0), ("bytes_plot", "bytes/s", 1)]

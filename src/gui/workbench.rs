@@ -320,6 +320,9 @@ impl Workbench {
             .default_size(220.0)
             .min_size(90.0)
             .show(ui, |ui| {
+                // A resizable panel is as tall as what it holds; without this it shrank to a
+                // short tab (the demo's) and stayed that small for the plot.
+                ui.set_min_height(ui.available_height());
                 ui.horizontal(|ui| {
                     for tab in WatchTab::ALL {
                         let title = match tab {

@@ -250,15 +250,19 @@ fn the_audit_pane_lists_logins_and_errors() {
             who = "mallory@x", error = "wrong password", "login refused");
         tracing::info!(target: "gamewire::audit", kind = "login", service = "gp",
             who = "Alice", "login accepted");
-        tracing::error!("accounts database is locked");
+        tracing::error!(target: "gamewire::servers::fesl", "accounts database is locked");
+        tracing::warn!(target: "wgpu_hal", "display noise that is not an alert");
     });
     harness.run();
-    harness.get_by_label("Audit & alerts (1 ok, 1 refused)").click();
+    harness
+        .get_by_label("Audit & alerts (1 ok, 1 refused)")
+        .click();
     harness.run();
     harness.get_by_label("login failed");
     harness.get_by_label("mallory@x");
     harness.get_by_label("login ok");
     harness.get_by_label_contains("accounts database is locked");
+    assert!(harness.query_by_label_contains("display noise").is_none());
 }
 
 fn free_port() -> SocketAddr {
