@@ -11,6 +11,7 @@ pub mod fesl;
 pub mod filter;
 pub mod gp;
 pub mod grpc;
+pub mod har;
 pub mod http1;
 pub mod http2;
 pub mod hytale;

@@ -33,6 +33,7 @@ pub fn init(level: &str, log_dir: &Path) -> std::io::Result<()> {
         .with(filter)
         .with(console)
         .with(files)
+        .with(super::log_ring::LogRing::global().layer())
         .try_init();
     Ok(())
 }

@@ -6,7 +6,9 @@
 
 pub mod config;
 pub mod decoding;
+mod demo;
 pub mod live;
+pub mod log_ring;
 pub mod logs;
 mod routes;
 
@@ -31,6 +33,7 @@ use crate::security::Store;
 /// The breakpoint types of the engine's API, so its users need not reach into the proxy.
 pub use crate::proxy::intercept::{Decision, Held, HoldId, InterceptEvent, Rule};
 pub use config::Config;
+pub use demo::{DemoProgress, DemoRun, DemoStep};
 pub use routes::{RouteKind, RouteState, RouteStatus};
 
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,7 @@ use crate::capture::{CaptureStore, StoreData};
 
 use super::filter_bar::{self, FilterBar};
 use super::loader::{Loader, Outcome};
+use super::shell::Shell;
 use super::state::{Action, Capture, Source, ViewerState};
 use super::workbench::Workbench;
 use super::{
@@ -35,6 +36,8 @@ pub struct Viewer {
     engine: Option<crate::engine::Engine>,
     bench: Workbench,
     filter_bar: FilterBar,
+    /// Menu bar, bottom panes, saves, settings and shortcuts.
+    shell: Shell,
     /// The store the filter bar's results belong to.
     filtered_store: Option<std::sync::Weak<CaptureStore>>,
 }
@@ -52,8 +55,45 @@ impl Viewer {
             engine: None,
             bench: Workbench::default(),
             filter_bar: FilterBar::default(),
+            shell: Shell::default(),
             filtered_store: None,
         }
+    }
+
+    /// Takes the settings saved by an earlier run, when there is storage.
+    pub fn with_storage(mut self, storage: Option<&dyn eframe::Storage>) -> Self {
+        if let Some(storage) = storage {
+            self.shell.settings = super::settings::Settings::load(storage);
+        }
+        self
+    }
+
+    /// Reads log events from `ring` instead of the one the engine's logging feeds.
+    pub fn with_log_ring(mut self, ring: Arc<crate::engine::log_ring::LogRing>) -> Self {
+        let settings = std::mem::take(&mut self.shell.settings);
+        self.shell = Shell::new(ring);
+        self.shell.settings = settings;
+        self
+    }
+
+    pub fn shell(&self) -> &Shell {
+        &self.shell
+    }
+
+    pub fn shell_mut(&mut self) -> &mut Shell {
+        &mut self.shell
+    }
+
+    /// Saves or exports the shown capture on a thread, as File ▸ Save/Export does.
+    pub fn save_as(
+        &mut self,
+        path: PathBuf,
+        format: super::files::OutFormat,
+        scope: super::files::Scope,
+    ) {
+        let ctx = self.ctx.clone().unwrap_or_default();
+        self.shell
+            .start_save(&ctx, &self.state, path, format, scope);
     }
 
     /// Shows the engine's capture live, and keeps the engine running while the window is.
@@ -127,6 +167,7 @@ impl Viewer {
         self.take_dropped_file(&ctx);
         self.start_pending();
         self.collect_loaded();
+        self.shell.poll();
 
         let mut actions = Vec::new();
         let store = self.state.store();
@@ -149,6 +190,7 @@ impl Viewer {
             editor::show(&ctx, editor, live, &mut actions);
         }
         self.keyboard(&ctx, &mut actions);
+        self.shell.keyboard(&ctx, &self.state, self.engine.as_ref());
         if !actions.is_empty() {
             // The panes drew the state as it was; show the result of the click at once.
             ctx.request_repaint();
@@ -209,6 +251,12 @@ impl Viewer {
     }
 
     fn draw_panes(&mut self, ui: &mut Ui, data: Option<&StoreData>, actions: &mut Vec<Action>) {
+        egui::Panel::top("menu_bar").show(ui, |ui| {
+            self.shell
+                .menu_bar(ui, &self.state, self.engine.as_ref(), actions)
+        });
+        self.shell
+            .windows(&ui.ctx().clone(), &self.state, data, actions);
         egui::Panel::top("top_bar")
             .frame(
                 egui::Frame::side_top_panel(ui.style())
@@ -218,6 +266,10 @@ impl Viewer {
         if let Some(message) = self.state.message() {
             egui::Panel::top("message").show(ui, |ui| banner::show(ui, message, actions));
         }
+        self.shell
+            .empty_live_hint(ui, &self.state, data, self.engine.as_ref());
+        self.shell
+            .watch_panel(ui, &self.state, data, self.engine.as_ref());
         let Some(data) = data else {
             self.draw_engine_panel(ui, data, actions);
             egui::CentralPanel::default().show(ui, |ui| {
@@ -341,6 +393,7 @@ impl Viewer {
         match outcome {
             Outcome::Opened(opened) => {
                 let opened = *opened;
+                self.shell.settings.remember(&path);
                 let capture = Capture {
                     store: Arc::new(CaptureStore::from_data(opened.data)),
                     source: Source::File {
@@ -394,6 +447,10 @@ impl eframe::App for Viewer {
                 .request_repaint_after(std::time::Duration::from_millis(200));
         }
         self.show(ui);
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        self.shell.settings.save(storage);
     }
 }
 

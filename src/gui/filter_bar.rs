@@ -304,7 +304,7 @@ pub fn show(ui: &mut Ui, bar: &mut FilterBar) {
         apply |= entered(&filter) || entered(&search);
         apply |= ui.button("Apply").clicked();
         if bar.is_active() || !bar.filter_text.is_empty() || !bar.search_text.is_empty() {
-            clear |= ui.button("Clear").clicked();
+            clear |= ui.button("Clear filter").clicked();
         }
         if let Some(status) = bar.status() {
             ui.label(RichText::new(status).weak());

@@ -6,18 +6,25 @@
 //! through a shared [`crate::capture::CaptureStore`], which the engine will later fill live.
 
 mod app;
+mod audit;
 mod banner;
 mod breakpoints;
 mod connections;
 pub mod decode;
+mod demo;
 pub mod editor;
 mod empty;
+pub mod files;
 mod filter_bar;
 mod hex;
 mod loader;
+mod log_pane;
 mod packet_view;
 mod packets;
+mod plot;
 mod servers;
+pub mod settings;
+pub mod shell;
 mod state;
 mod text;
 mod top_bar;
@@ -30,6 +37,7 @@ use eframe::egui;
 
 pub use app::Viewer;
 pub use state::{Action, Capture, Loading, Message, MessageKind, Source, ViewerState};
+pub use workbench::Workbench;
 
 pub const WINDOW_TITLE: &str = "gamewire";
 
@@ -47,8 +55,8 @@ pub fn run(file: Option<PathBuf>, engine: Option<crate::engine::Engine>) -> anyh
     eframe::run_native(
         WINDOW_TITLE,
         options,
-        Box::new(move |_cc| {
-            let viewer = Viewer::new(file);
+        Box::new(move |cc| {
+            let viewer = Viewer::new(file).with_storage(cc.storage);
             Ok(Box::new(match engine {
                 Some(engine) => viewer.with_engine(engine),
                 None => viewer,

@@ -330,6 +330,7 @@ impl FeslSession {
 
     fn store_failed(&self, out: &mut Vec<u8>, number: u32, txn: &str, e: &StoreError) {
         tracing::error!(peer = %self.peer, error = %e, txn, "fesl: accounts store failed");
+        tracing::error!(target: "gamewire::audit", kind = "error", service = "fesl", peer = %self.peer, error = %e, txn, "accounts store failed");
         self.error(out, *b"acct", number, txn, code::SYSTEM, "System error");
     }
 
@@ -465,6 +466,12 @@ impl FeslSession {
                     }
                 };
                 tracing::info!(peer = %self.peer, email, error = %e, "fesl: login refused");
+                let kind = if matches!(e, LoginError::Banned) {
+                    "ban"
+                } else {
+                    "login_failed"
+                };
+                tracing::info!(target: "gamewire::audit", kind, service = "fesl", peer = %self.peer, who = email, error = %e, "login refused");
                 self.error(out, *b"acct", number, TXN, code, text);
                 return Flow::Continue;
             }
@@ -498,6 +505,7 @@ impl FeslSession {
             ],
         );
         tracing::info!(peer = %self.peer, user = user.id, "fesl: login");
+        tracing::info!(target: "gamewire::audit", kind = "login", service = "fesl", peer = %self.peer, who = email, user = user.id, "login accepted");
         self.user = Some(user);
         self.lkey = Some(lkey);
         Flow::Continue

@@ -244,6 +244,7 @@ impl GpSession {
         };
         let refuse = |out: &mut Vec<u8>, e: TicketError, peer: &str| {
             tracing::info!(peer, error = %e, "gp: login refused");
+            tracing::info!(target: "gamewire::audit", kind = "login_failed", service = "gp", peer, error = %e, "login refused");
             let (code, text) = match e {
                 TicketError::Store(_) => (code::GENERAL, "System error."),
                 _ => (
@@ -266,6 +267,7 @@ impl GpSession {
             response,
         ) {
             tracing::info!(peer = %self.peer, "gp: login response does not match");
+            tracing::info!(target: "gamewire::audit", kind = "login_failed", service = "gp", peer = %self.peer, error = "response does not match", "login refused");
             out.extend(error_message(
                 code::BAD_PASSWORD,
                 true,
@@ -295,6 +297,7 @@ impl GpSession {
             ("id", id),
         ]));
         tracing::info!(peer = %self.peer, user = grant.user_id, persona = grant.persona_id, "gp: login");
+        tracing::info!(target: "gamewire::audit", kind = "login", service = "gp", peer = %self.peer, who = %grant.persona_name, user = grant.user_id, "login accepted");
         self.grant = Some(grant);
         Flow::Continue
     }

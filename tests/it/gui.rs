@@ -467,7 +467,7 @@ fn the_filter_bar_narrows_the_table_and_points_at_a_bad_expression() {
     harness.get_by_label("Apply").click();
     wait_for_filter(&mut harness);
     assert_eq!(shown_labels(&harness), ["acct NuLoginReply"]);
-    harness.get_by_label("Clear").click();
+    harness.get_by_label("Clear filter").click();
     harness.run();
     assert_eq!(shown_labels(&harness).len(), 5);
 }

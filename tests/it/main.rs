@@ -21,6 +21,8 @@ mod grpc_tap;
 #[cfg(feature = "gui")]
 mod gui;
 #[cfg(feature = "gui")]
+mod gui_files;
+#[cfg(feature = "gui")]
 mod gui_workbench;
 mod gwcap;
 mod journal_crash;
