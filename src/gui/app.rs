@@ -283,7 +283,7 @@ impl Viewer {
         egui::Panel::bottom("packet")
             .frame(side_frame(ui))
             .resizable(true)
-            .default_size(320.0)
+            .default_size(270.0)
             .min_size(120.0)
             .show(ui, |ui| {
                 packet_view::show(ui, &self.state, data, &self.bench, actions)

@@ -75,8 +75,8 @@ fn welcome(ui: &mut Ui, samples: &[PathBuf], actions: &mut Vec<Action>) {
     ui.add_space(6.0);
     ui.label(
         RichText::new(
-            "Live capture from the emulated game servers comes with the engine, \
-             in a later version of gamewire.",
+            "To watch live traffic, start gamewire without a file: the emulated servers, \
+             taps and proxy start with it (see `gamewire serve --help` for the ports).",
         )
         .weak(),
     );

@@ -292,6 +292,15 @@ pub fn show(ui: &mut Ui, bar: &mut FilterBar) {
                 .desired_width(320.0)
                 .font(egui::TextStyle::Monospace),
         );
+        // Ctrl+F (the shell's shortcut) leaves this flag for the box.
+        let focus_id = egui::Id::unique(crate::gui::settings::FOCUS_FILTER_ID);
+        if ui
+            .ctx()
+            .data_mut(|d| d.remove_temp::<bool>(focus_id))
+            .unwrap_or(false)
+        {
+            filter.request_focus();
+        }
         ui.label("Search");
         let search = ui.add(
             egui::TextEdit::singleline(&mut bar.search_text)

@@ -317,7 +317,7 @@ impl Shell {
         let ctx = ui.ctx().clone();
         egui::Panel::bottom("watch")
             .resizable(true)
-            .default_size(220.0)
+            .default_size(170.0)
             .min_size(90.0)
             .show(ui, |ui| {
                 // A resizable panel is as tall as what it holds; without this it shrank to a

@@ -19,7 +19,7 @@ pub enum Source {
         path: PathBuf,
         format: Format,
     },
-    /// A store that someone else fills while it is shown (the engine, in a later version).
+    /// A store that someone else fills while it is shown (the engine).
     Live {
         name: String,
     },
