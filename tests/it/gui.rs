@@ -128,7 +128,7 @@ fn empty_state_tells_a_new_user_what_to_do() {
     harness.run();
     harness.get_by_label("No capture open");
     harness.get_by_label("gamewire samples");
-    harness.get_by_label_contains("comes with the engine");
+    harness.get_by_label_contains("start gamewire without a file");
     harness.get_by_label("Open…");
     harness.snapshot("empty_state");
 }
