@@ -1,6 +1,7 @@
-//! The demo: the scripted Red Alert 3 client logs in through the engine's own FESL and GP
-//! taps, so a new user sees a whole decoded session in the capture within seconds, without
-//! a game.
+//! The demo: the scripted game clients log in through the engine's own taps (Red Alert 3
+//! through FESL and GP, then, when its taps run, Star Citizen through diffusion, the login
+//! server and the gRPC game server), so a new user sees whole decoded sessions in the capture
+//! within seconds, without a game.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use parking_lot::Mutex;
 
 use super::{Engine, EngineError, RouteKind, RouteState};
 use crate::security::{TEST_EMAIL, TEST_PASSWORD};
-use crate::servers::ra3_client;
+use crate::servers::{ra3_client, sc_client};
 
 /// The persona the demo logs in as (made on the test account the first time).
 pub const DEMO_PERSONA: &str = "DemoPlayer";
@@ -18,7 +19,7 @@ pub const DEMO_PERSONA: &str = "DemoPlayer";
 /// One finished step of the demo's login flow.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DemoStep {
-    pub name: &'static str,
+    pub name: String,
     pub ok: bool,
     pub detail: String,
     pub elapsed: Duration,
@@ -77,6 +78,7 @@ impl Engine {
         wake: impl Fn() + Send + Sync + 'static,
     ) -> Result<DemoRun, EngineError> {
         let (fesl, gp) = self.demo_targets()?;
+        let sc = self.sc_demo_options();
         let run = DemoRun::default();
         let progress = Arc::clone(&run.progress);
         let wake = Arc::new(wake);
@@ -92,7 +94,7 @@ impl Engine {
                 Some(DEMO_PERSONA),
                 move |s| {
                     steps.lock().steps.push(DemoStep {
-                        name: s.name,
+                        name: s.name.to_string(),
                         ok: s.ok,
                         detail: s.detail,
                         elapsed: s.elapsed,
@@ -117,10 +119,62 @@ impl Engine {
                     Err(e.to_string())
                 }
             };
+            let outcome = match (outcome, sc) {
+                (Ok(ra3), Some(opts)) => {
+                    let steps = Arc::clone(&progress);
+                    let step_wake = Arc::clone(&wake);
+                    let result = sc_client::run_flow(&opts, move |s| {
+                        steps.lock().steps.push(DemoStep {
+                            name: format!("SC {}", s.name),
+                            ok: s.ok,
+                            detail: s.detail.clone(),
+                            elapsed: s.elapsed,
+                        });
+                        step_wake();
+                    })
+                    .await;
+                    match result {
+                        Ok(r) => Ok(format!(
+                            "{ra3}; Star Citizen: logged in as {}, reconcile complete",
+                            r.displayname
+                        )),
+                        Err(e) => {
+                            tracing::warn!("demo: Star Citizen flow failed: {e}");
+                            Err(format!("{ra3}; Star Citizen: {e}"))
+                        }
+                    }
+                }
+                (outcome, _) => outcome,
+            };
             progress.lock().outcome = Some(outcome);
             wake();
         });
         Ok(run)
+    }
+
+    /// The Star Citizen client's settings for the demo: through the running TLS tap in front
+    /// of diffusion, trusting our CA. `None` when that tap or the CA is not there.
+    fn sc_demo_options(&self) -> Option<sc_client::ScClientOptions> {
+        let tls = |name: &str| self.config().taps.iter().any(|t| t.name == name && t.tls);
+        let diffusion = self.routes().into_iter().find_map(|r| match r.state {
+            RouteState::Running(addr)
+                if r.kind == RouteKind::Tap
+                    && r.dissector.as_deref() == Some("sc")
+                    && tls(&r.name) =>
+            {
+                Some(reachable(addr))
+            }
+            _ => None,
+        })?;
+        let ca = self.ca()?;
+        Some(sc_client::ScClientOptions {
+            diffusion,
+            diffusion_tls: true,
+            server_name: "localhost".into(),
+            roots: vec![ca.cert_der().clone()],
+            user: TEST_EMAIL.into(),
+            password: TEST_PASSWORD.into(),
+        })
     }
 }
 
