@@ -347,7 +347,15 @@ impl Shell {
                         self.traffic.show(ui);
                     }
                     WatchTab::Demo => {
-                        if self.demo.show(ui, engine.is_some()) {
+                        // Scrolls inside the pane: two clients' steps would otherwise grow
+                        // the pane over the packet table.
+                        let start = egui::ScrollArea::vertical()
+                            .id_salt("demo_steps")
+                            .auto_shrink([false, false])
+                            .stick_to_bottom(true)
+                            .show(ui, |ui| self.demo.show(ui, engine.is_some()))
+                            .inner;
+                        if start {
                             self.start_demo(&ctx, engine);
                         }
                     }
