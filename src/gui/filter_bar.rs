@@ -1,10 +1,14 @@
 //! The filter and search boxes above the packet table.
 //!
 //! A filter (`fesl.txn == "NuLogin" && dir == c2s`, see [`crate::dissect::filter`]) and a
-//! text search are applied together with Enter. The work runs on its own thread: decoding
-//! takes the store's read lock one connection at a time, so live relays are never held up
-//! for long, and the table keeps showing the previous result until the new one is ready.
-//! While traffic arrives, the filter is re-run on the grown capture at most twice a second.
+//! text search are applied together with Enter. The work runs on a worker thread per
+//! capture, and the table keeps showing the previous result until the new one is ready.
+//!
+//! The first filter on dissected fields decodes the capture (taking the store's read lock
+//! one connection at a time, so live relays are never held up for long) and builds a field
+//! index; the worker keeps both, so every later filter on the same packets only runs the
+//! index (tens of milliseconds for a million packets). While traffic arrives, the filter is
+//! re-run on the grown capture at most twice a second, rebuilding the index.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -41,16 +45,209 @@ impl Matches {
     }
 }
 
-struct Job {
+struct Request {
+    id: u64,
+    filter: Arc<Filter>,
     cancel: Arc<AtomicBool>,
-    done: Arc<AtomicUsize>,
-    total: usize,
-    result: mpsc::Receiver<Option<Matches>>,
 }
 
-impl Drop for Job {
-    fn drop(&mut self) {
-        self.cancel.store(true, Ordering::Relaxed);
+struct Reply {
+    id: u64,
+    matches: Option<Matches>,
+}
+
+/// What the worker is doing, for the status line.
+#[derive(Default)]
+struct Progress {
+    /// 0 idle, 1 decoding, 2 indexing, 3 filtering.
+    phase: AtomicUsize,
+    done: AtomicUsize,
+    total: AtomicUsize,
+    /// How many times the capture was decoded for filtering (for tests: once per capture
+    /// while it does not grow).
+    decodes: AtomicUsize,
+}
+
+/// The thread that filters one capture. Dropping it ends the thread.
+struct Worker {
+    store: std::sync::Weak<CaptureStore>,
+    requests: mpsc::Sender<Request>,
+    replies: mpsc::Receiver<Reply>,
+    progress: Arc<Progress>,
+}
+
+impl Worker {
+    fn start(
+        store: &Arc<CaptureStore>,
+        context: Arc<Context>,
+        wake: impl Fn() + Send + 'static,
+    ) -> Option<Worker> {
+        let (requests, request_rx) = mpsc::channel();
+        let (reply_tx, replies) = mpsc::channel();
+        let progress = Arc::new(Progress::default());
+        let (store_ref, progress_ref) = (store.clone(), progress.clone());
+        let spawned = std::thread::Builder::new()
+            .name("gamewire-gui-filter".into())
+            .spawn(move || {
+                work(
+                    &store_ref,
+                    &context,
+                    &request_rx,
+                    &reply_tx,
+                    &progress_ref,
+                    &wake,
+                );
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the filter thread: {e}");
+            return None;
+        }
+        Some(Worker {
+            store: Arc::downgrade(store),
+            requests,
+            replies,
+            progress,
+        })
+    }
+
+    fn is_for(&self, store: &Arc<CaptureStore>) -> bool {
+        std::ptr::eq(self.store.as_ptr(), Arc::as_ptr(store))
+    }
+}
+
+/// The newest of the requests waiting; older ones are cancelled.
+fn newest(mut req: Request, rx: &mpsc::Receiver<Request>) -> Request {
+    while let Ok(newer) = rx.try_recv() {
+        req.cancel.store(true, Ordering::Relaxed);
+        req = newer;
+    }
+    req
+}
+
+fn work(
+    store: &CaptureStore,
+    context: &Context,
+    requests: &mpsc::Receiver<Request>,
+    replies: &mpsc::Sender<Reply>,
+    progress: &Progress,
+    wake: &dyn Fn(),
+) {
+    let registry = Registry::standard();
+    let reply = |id: u64, matches: Option<Matches>| {
+        let _ = replies.send(Reply { id, matches });
+        progress.phase.store(0, Ordering::Relaxed);
+        wake();
+    };
+    let mut next: Option<Request> = None;
+    loop {
+        let req = match next.take() {
+            Some(r) => r,
+            None => match requests.recv() {
+                Ok(r) => newest(r, requests),
+                Err(_) => return,
+            },
+        };
+        if !req.filter.needs_decode() {
+            let covers = store.read().packet_count();
+            let matches = filter_unindexed(store, &req, covers, progress);
+            reply(req.id, matches);
+            continue;
+        }
+        // Decode and index what the store holds now, then answer from them for as long as
+        // the store does not grow.
+        let covers = store.read().packet_count();
+        let Some(decode) = decode_all(store, &registry, context, &req.cancel, progress) else {
+            reply(req.id, None);
+            continue;
+        };
+        progress.phase.store(2, Ordering::Relaxed);
+        let index = FieldIndex::build(&store.read(), &decode);
+        let mut req = req;
+        loop {
+            progress.phase.store(3, Ordering::Relaxed);
+            progress.total.store(covers, Ordering::Relaxed);
+            let ids = {
+                let data = store.read();
+                filter_packets_indexed(&data, &index, &req.filter, &req.cancel, |n| {
+                    progress.done.store(n, Ordering::Relaxed)
+                })
+            };
+            reply(req.id, ids.map(|ids| matches_of(ids, covers)));
+            let r = match requests.recv() {
+                Ok(r) => newest(r, requests),
+                Err(_) => return,
+            };
+            if !r.filter.needs_decode() || store.read().packet_count() != covers {
+                next = Some(r);
+                break;
+            }
+            req = r;
+        }
+    }
+}
+
+fn filter_unindexed(
+    store: &CaptureStore,
+    req: &Request,
+    covers: usize,
+    progress: &Progress,
+) -> Option<Matches> {
+    progress.phase.store(3, Ordering::Relaxed);
+    progress.total.store(covers, Ordering::Relaxed);
+    let data = store.read();
+    let ids = filter_packets(&data, None, &req.filter, &req.cancel, |n| {
+        progress.done.store(n, Ordering::Relaxed)
+    })?;
+    Some(matches_of(ids, covers))
+}
+
+fn decode_all(
+    store: &CaptureStore,
+    registry: &Registry,
+    context: &Context,
+    cancel: &AtomicBool,
+    progress: &Progress,
+) -> Option<CaptureDecode> {
+    let connections = store.read().connection_count();
+    progress.decodes.fetch_add(1, Ordering::Relaxed);
+    progress.phase.store(1, Ordering::Relaxed);
+    progress.total.store(connections, Ordering::Relaxed);
+    let mut decode = CaptureDecode {
+        protocols: HashMap::new(),
+        messages: HashMap::new(),
+    };
+    for c in 0..connections {
+        if cancel.load(Ordering::Relaxed) {
+            return None;
+        }
+        let data = store.read();
+        decode_connection_into(
+            registry,
+            context,
+            &data,
+            ConnectionId(c as u64),
+            None,
+            &mut decode,
+        );
+        progress.done.store(c + 1, Ordering::Relaxed);
+    }
+    Some(decode)
+}
+
+fn matches_of(ids: Vec<crate::capture::PacketId>, covers: usize) -> Matches {
+    let mut hits = vec![false; covers];
+    let mut count = 0;
+    for id in ids {
+        // Packets that arrived after the decode are left for the next run.
+        if let Some(hit) = usize::try_from(id.0).ok().and_then(|i| hits.get_mut(i)) {
+            *hit = true;
+            count += 1;
+        }
+    }
+    Matches {
+        hits,
+        covers,
+        count,
     }
 }
 
@@ -62,7 +259,10 @@ pub struct FilterBar {
     error: Option<FilterError>,
     /// The filter in force (filter and search together); `None` shows every packet.
     applied: Option<Arc<Filter>>,
-    job: Option<Job>,
+    worker: Option<Worker>,
+    /// The request the worker is on, and how to cancel it.
+    waiting: Option<(u64, Arc<AtomicBool>)>,
+    next_id: u64,
     started: Option<Instant>,
     matches: Option<Arc<Matches>>,
     /// Set when the matches changed since the state last took them.
@@ -88,11 +288,12 @@ impl FilterBar {
         } else {
             filter.and(Filter::search(search))
         };
-        self.job = None;
+        self.cancel_waiting();
         self.started = None;
         if filter.is_match_all() {
             self.applied = None;
             self.matches = None;
+            self.pending = false;
         } else {
             self.applied = Some(Arc::new(filter));
             self.pending = true;
@@ -103,7 +304,8 @@ impl FilterBar {
     /// Drops results that belong to another capture; the filter in force runs again on the
     /// one now shown.
     pub fn restart(&mut self) {
-        self.job = None;
+        self.cancel_waiting();
+        self.worker = None;
         self.started = None;
         self.matches = None;
         self.fresh = true;
@@ -116,6 +318,12 @@ impl FilterBar {
         self.apply();
     }
 
+    fn cancel_waiting(&mut self) {
+        if let Some((_, cancel)) = self.waiting.take() {
+            cancel.store(true, Ordering::Relaxed);
+        }
+    }
+
     pub fn error(&self) -> Option<&FilterError> {
         self.error.as_ref()
     }
@@ -124,9 +332,9 @@ impl FilterBar {
         self.applied.is_some()
     }
 
-    /// Whether a filter job is running.
+    /// Whether a result is still to come.
     pub fn is_busy(&self) -> bool {
-        self.job.is_some() || self.pending
+        self.waiting.is_some() || self.pending
     }
 
     /// The newest matches when they changed since the last call (`Some(None)`: no filter).
@@ -138,145 +346,96 @@ impl FilterBar {
         Some(self.matches.clone())
     }
 
-    /// Collects a finished job and starts one when the capture outgrew the last result.
-    /// Called once per frame; `wake` repaints the window when a job ends.
+    /// Collects the worker's answer and asks again when the capture outgrew the last
+    /// result. Called once per frame; `wake` repaints the window when an answer is ready.
     pub fn poll(
         &mut self,
         store: Option<&Arc<CaptureStore>>,
         context: &Arc<Context>,
         wake: impl Fn() + Send + 'static,
     ) {
-        if let Some(job) = &self.job {
-            match job.result.try_recv() {
-                Ok(Some(m)) => {
-                    self.matches = Some(Arc::new(m));
-                    self.fresh = true;
-                    self.pending = false;
-                    self.job = None;
+        if let (Some(worker), Some((id, _))) = (&self.worker, &self.waiting) {
+            loop {
+                match worker.replies.try_recv() {
+                    Ok(reply) if reply.id == *id => {
+                        if let Some(m) = reply.matches {
+                            self.matches = Some(Arc::new(m));
+                            self.fresh = true;
+                            self.pending = false;
+                        }
+                        self.waiting = None;
+                        break;
+                    }
+                    // An answer to a request since replaced.
+                    Ok(_) => continue,
+                    Err(mpsc::TryRecvError::Empty) => return,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        self.waiting = None;
+                        self.worker = None;
+                        break;
+                    }
                 }
-                Ok(None) | Err(mpsc::TryRecvError::Disconnected) => self.job = None,
-                Err(mpsc::TryRecvError::Empty) => return,
             }
         }
-        let (Some(filter), Some(store)) = (&self.applied, store) else {
+        if self.waiting.is_some() {
+            return;
+        }
+        let (Some(filter), Some(store)) = (self.applied.clone(), store) else {
             return;
         };
         let count = store.read().packet_count();
         let covered = self.matches.as_ref().map_or(0, |m| m.covers);
         let due = self.started.is_none_or(|t| t.elapsed() >= LIVE_REFRESH);
-        if (self.pending || self.matches.is_none() || count > covered) && due {
-            self.job = Some(start(store.clone(), filter.clone(), context.clone(), wake));
+        if !((self.pending || self.matches.is_none() || count > covered) && due) {
+            return;
+        }
+        if self.worker.as_ref().is_none_or(|w| !w.is_for(store)) {
+            self.worker = Worker::start(store, context.clone(), wake);
+        }
+        let Some(worker) = &self.worker else {
+            return;
+        };
+        self.next_id += 1;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let sent = worker.requests.send(Request {
+            id: self.next_id,
+            filter,
+            cancel: cancel.clone(),
+        });
+        if sent.is_ok() {
+            self.waiting = Some((self.next_id, cancel));
             self.started = Some(Instant::now());
+        } else {
+            self.worker = None;
         }
     }
 
-    /// "filtering 40%" while a job runs, else how many packets matched.
+    /// How many times the worker decoded the capture for filters on dissected fields.
+    pub fn decode_runs(&self) -> usize {
+        self.worker
+            .as_ref()
+            .map_or(0, |w| w.progress.decodes.load(Ordering::Relaxed))
+    }
+
+    /// What the worker is doing, else how many packets matched.
     pub fn status(&self) -> Option<String> {
-        if let Some(job) = &self.job {
-            let done = job.done.load(Ordering::Relaxed);
-            return Some(format!(
-                "filtering… {}%",
-                (done * 100)
-                    .checked_div(job.total.max(1))
-                    .unwrap_or(0)
-                    .min(100)
-            ));
+        if let (Some(worker), Some(_)) = (&self.worker, &self.waiting) {
+            let p = &worker.progress;
+            let (done, total) = (
+                p.done.load(Ordering::Relaxed),
+                p.total.load(Ordering::Relaxed).max(1),
+            );
+            let percent = (done * 100 / total).min(100);
+            return Some(match p.phase.load(Ordering::Relaxed) {
+                1 => format!("decoding for the filter… {percent}%"),
+                2 => "indexing decoded fields…".to_string(),
+                _ => format!("filtering… {percent}%"),
+            });
         }
         self.matches
             .as_ref()
             .map(|m| format!("{} of {} match", m.count, m.covers))
     }
-}
-
-fn start(
-    store: Arc<CaptureStore>,
-    filter: Arc<Filter>,
-    context: Arc<Context>,
-    wake: impl Fn() + Send + 'static,
-) -> Job {
-    let cancel = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicUsize::new(0));
-    let total = store.read().packet_count();
-    let (tx, rx) = mpsc::channel();
-    {
-        let (cancel, done) = (cancel.clone(), done.clone());
-        let spawned = std::thread::Builder::new()
-            .name("gamewire-gui-filter".into())
-            .spawn(move || {
-                let result = run(&store, &filter, &context, &cancel, &done);
-                let _ = tx.send(result);
-                wake();
-            });
-        if let Err(e) = spawned {
-            tracing::error!("cannot start the filter thread: {e}");
-        }
-    }
-    Job {
-        cancel,
-        done,
-        total,
-        result: rx,
-    }
-}
-
-fn run(
-    store: &CaptureStore,
-    filter: &Filter,
-    context: &Context,
-    cancel: &AtomicBool,
-    done: &AtomicUsize,
-) -> Option<Matches> {
-    let (covers, connections) = {
-        let data = store.read();
-        (data.packet_count(), data.connection_count())
-    };
-    let decode = if filter.needs_decode() {
-        let registry = Registry::standard();
-        let mut decode = CaptureDecode {
-            protocols: HashMap::new(),
-            messages: HashMap::new(),
-        };
-        for c in 0..connections {
-            if cancel.load(Ordering::Relaxed) {
-                return None;
-            }
-            let data = store.read();
-            decode_connection_into(
-                &registry,
-                context,
-                &data,
-                ConnectionId(c as u64),
-                None,
-                &mut decode,
-            );
-        }
-        Some(decode)
-    } else {
-        None
-    };
-    let data = store.read();
-    let progress = |n: usize| done.store(n, Ordering::Relaxed);
-    let ids = match &decode {
-        Some(decode) => {
-            let index = FieldIndex::build(&data, decode);
-            filter_packets_indexed(&data, &index, filter, cancel, progress)?
-        }
-        None => filter_packets(&data, None, filter, cancel, progress)?,
-    };
-    let mut hits = vec![false; covers];
-    let mut count = 0;
-    for id in ids {
-        // Packets that arrived after the decode are left for the next run.
-        if let Some(hit) = usize::try_from(id.0).ok().and_then(|i| hits.get_mut(i)) {
-            *hit = true;
-            count += 1;
-        }
-    }
-    Some(Matches {
-        hits,
-        covers,
-        count,
-    })
 }
 
 /// The two boxes, the status and, for a bad expression, where it went wrong.

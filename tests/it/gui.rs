@@ -471,3 +471,45 @@ fn the_filter_bar_narrows_the_table_and_points_at_a_bad_expression() {
     harness.run();
     assert_eq!(shown_labels(&harness).len(), 5);
 }
+
+#[test]
+fn filters_on_dissected_fields_reuse_one_decode_until_the_capture_grows() {
+    let store = Arc::new(CaptureStore::from_data(sample_data()));
+    let mut viewer = Viewer::new(None);
+    viewer.attach_store(store.clone(), "live");
+    let mut harness = harness(viewer);
+    harness.run();
+    for (filter, want) in [
+        ("http.method == \"GET\"", vec!["GET /status"]),
+        ("http.method == \"POST\"", vec![]),
+        ("http.method", vec!["GET /status"]),
+    ] {
+        harness.state_mut().filter_bar_mut().filter_text = filter.into();
+        harness.get_by_label("Apply").click();
+        wait_for_filter(&mut harness);
+        assert_eq!(shown_labels(&harness), want, "{filter}");
+    }
+    assert_eq!(harness.state().filter_bar().decode_runs(), 1);
+
+    // New traffic: the next run decodes again and sees it.
+    {
+        let mut data = store.write();
+        data.append(
+            NewPacket::new(
+                ConnectionId(1),
+                Direction::ClientToServer,
+                Timestamp::from_secs_nanos(1_754_607_233, 0),
+                b"GET /more HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            )
+            .with_label("GET /more"),
+        )
+        .expect("append");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while shown_labels(&harness) != ["GET /status", "GET /more"] {
+        assert!(Instant::now() < deadline, "{:?}", shown_labels(&harness));
+        harness.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(harness.state().filter_bar().decode_runs(), 2);
+}
