@@ -209,7 +209,10 @@ impl StoreData {
     }
 
     /// The packets of one connection in id order; empty for an unknown connection.
-    pub fn packets_of(&self, id: ConnectionId) -> impl Iterator<Item = PacketRef<'_>> + '_ {
+    pub fn packets_of(
+        &self,
+        id: ConnectionId,
+    ) -> impl ExactSizeIterator<Item = PacketRef<'_>> + '_ {
         let ids: &[u32] = usize::try_from(id.0)
             .ok()
             .and_then(|i| self.per_connection.get(i))

@@ -12,6 +12,7 @@ use super::{Context, Dissector, Registry};
 /// How many leading bytes of each side the content heuristics look at.
 const SNIFF_BYTES: usize = 64;
 
+#[derive(Default)]
 pub struct CaptureDecode {
     /// The dissector chosen for each connection (absent: none matched).
     pub protocols: HashMap<ConnectionId, &'static str>,
@@ -33,24 +34,9 @@ pub fn decode_capture(
     data: &StoreData,
     forced: Option<&str>,
 ) -> CaptureDecode {
-    let mut out = CaptureDecode {
-        protocols: HashMap::new(),
-        messages: HashMap::new(),
-    };
+    let mut out = CaptureDecode::default();
     for conn in data.connections() {
-        let Some(dissector) = choose(registry, data, conn.id, forced) else {
-            continue;
-        };
-        out.protocols.insert(conn.id, dissector.name());
-        let ended = conn.closed.is_some();
-        for decoded in
-            decode_connection_to(dissector.as_ref(), ctx, data.packets_of(conn.id), ended)
-        {
-            out.messages
-                .entry(decoded.packet)
-                .or_default()
-                .push(decoded);
-        }
+        decode_connection_into(registry, ctx, data, conn.id, forced, &mut out);
     }
     out
 }

@@ -33,7 +33,18 @@ pub fn decode_context(extra_proto: &[PathBuf], certs_dir: Option<&Path>) -> Cont
     context
 }
 
+/// The engine, every workbench window and `inspect` ask for the same schemas: compile
+/// `./proto` once per process unless the caller names more directories.
 fn schemas(extra_proto: &[PathBuf]) -> Option<prost_reflect::DescriptorPool> {
+    static DEFAULT: std::sync::OnceLock<Option<prost_reflect::DescriptorPool>> =
+        std::sync::OnceLock::new();
+    if extra_proto.is_empty() {
+        return DEFAULT.get_or_init(|| load(&[])).clone();
+    }
+    load(extra_proto)
+}
+
+fn load(extra_proto: &[PathBuf]) -> Option<prost_reflect::DescriptorPool> {
     let mut pool = match crate::servers::sc::descriptor_pool() {
         Ok(p) => p,
         Err(e) => {

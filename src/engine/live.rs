@@ -72,16 +72,7 @@ impl LiveDecoder {
                 let mut out: Vec<Decoded> = Vec::new();
                 c2s.finish(Direction::ClientToServer, true, &mut out);
                 s2c.finish(Direction::ServerToClient, true, &mut out);
-                out.into_iter()
-                    .map(|d| MessageLine {
-                        route: route.clone(),
-                        connection: *id,
-                        direction: d.direction,
-                        label: d.message.label,
-                        size: d.bytes.len(),
-                        flags: String::new(),
-                    })
-                    .collect()
+                lines(&route, *id, out, "")
             }
             CaptureEvent::Packet {
                 id,
@@ -124,20 +115,30 @@ impl LiveDecoder {
                 };
                 let mut out: Vec<Decoded> = Vec::new();
                 stream.push(*id, packet.data, *direction, &mut out);
-                out.into_iter()
-                    .map(|d| MessageLine {
-                        route: entry.route.clone(),
-                        connection: *connection,
-                        direction: d.direction,
-                        label: d.message.label,
-                        size: d.bytes.len(),
-                        flags: flags.clone(),
-                    })
-                    .collect()
+                lines(&entry.route, *connection, out, &flags)
             }
             _ => Vec::new(),
         }
     }
+}
+
+fn lines(
+    route: &str,
+    connection: ConnectionId,
+    decoded: Vec<Decoded>,
+    flags: &str,
+) -> Vec<MessageLine> {
+    decoded
+        .into_iter()
+        .map(|d| MessageLine {
+            route: route.to_string(),
+            connection,
+            direction: d.direction,
+            label: d.message.label,
+            size: d.bytes.len(),
+            flags: flags.to_string(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

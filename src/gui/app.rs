@@ -38,8 +38,6 @@ pub struct Viewer {
     filter_bar: FilterBar,
     /// Menu bar, bottom panes, saves, settings and shortcuts.
     shell: Shell,
-    /// The store the filter bar's results belong to.
-    filtered_store: Option<std::sync::Weak<CaptureStore>>,
 }
 
 impl Viewer {
@@ -56,7 +54,6 @@ impl Viewer {
             bench: Workbench::default(),
             filter_bar: FilterBar::default(),
             shell: Shell::default(),
-            filtered_store: None,
         }
     }
 
@@ -180,7 +177,7 @@ impl Viewer {
             }
             self.bench
                 .update(&ctx, store.as_ref(), data.as_deref(), self.state.selected());
-            self.draw(ui, data.as_deref(), &mut actions);
+            self.draw_panes(ui, data.as_deref(), &mut actions);
         }
         if let Some(editor) = self.bench.editor_mut() {
             let live = self
@@ -200,10 +197,6 @@ impl Viewer {
         }
         self.update_title(&ctx);
         drop_overlay(&ctx);
-    }
-
-    fn draw(&mut self, ui: &mut Ui, data: Option<&StoreData>, actions: &mut Vec<Action>) {
-        self.draw_panes(ui, data, actions);
     }
 
     /// The servers and breakpoints, beside everything else, when an engine runs.
@@ -322,15 +315,6 @@ impl Viewer {
 
     /// Runs the filter bar's work and hands its result to the table.
     fn poll_filter(&mut self, ctx: &egui::Context, store: Option<&Arc<CaptureStore>>) {
-        let same = match (&self.filtered_store, store) {
-            (Some(weak), Some(store)) => std::ptr::eq(weak.as_ptr(), Arc::as_ptr(store)),
-            (None, None) => true,
-            _ => false,
-        };
-        if !same {
-            self.filter_bar.restart();
-            self.filtered_store = store.map(Arc::downgrade);
-        }
         let wake = ctx.clone();
         self.filter_bar
             .poll(store, self.bench.context(), move || wake.request_repaint());

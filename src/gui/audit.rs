@@ -42,10 +42,6 @@ impl AuditPane {
         list.push_back(entry.clone());
     }
 
-    pub fn audit(&self) -> &VecDeque<LogEntry> {
-        &self.audit
-    }
-
     /// Logins accepted and refused so far.
     pub fn counts(&self) -> (usize, usize) {
         let of = |kind: &str| {

@@ -119,6 +119,8 @@ pub struct Editor {
     encoded: Result<Vec<u8>, String>,
     answer: Option<Result<Answer, String>>,
     waiting: bool,
+    /// The workbench's schemas and keys, so an edited message decodes as in the tree pane.
+    context: std::sync::Arc<Context>,
 }
 
 impl Editor {
@@ -126,16 +128,14 @@ impl Editor {
     /// cannot re-encode).
     pub fn new(
         registry: &Registry,
+        context: std::sync::Arc<Context>,
         source: EditSource,
         protocol: Option<&str>,
         bytes: Vec<u8>,
     ) -> Self {
         let dissector = protocol.and_then(|p| registry.get(p));
         let tree = dissector.as_ref().and_then(|d| {
-            let tree = d
-                .decoder(source.direction(), &Context::default())
-                .decode(&bytes)
-                .tree;
+            let tree = d.decoder(source.direction(), &context).decode(&bytes).tree;
             // Only offer the tree when it encodes back: a protocol without an encoder, or a
             // message it cannot reproduce, is edited as hex.
             d.encode(&tree).ok().map(|_| tree)
@@ -155,6 +155,7 @@ impl Editor {
             encoded: Ok(bytes),
             answer: None,
             waiting: false,
+            context,
         };
         editor.reencode();
         editor
@@ -227,7 +228,7 @@ impl Editor {
             let mut messages = Vec::new();
             if let Some(d) = self.protocol.and_then(|p| registry.get(p)) {
                 let dir = self.source.direction().reverse();
-                let mut stream = DirectionStream::new(d.decoder(dir, &Context::default()));
+                let mut stream = DirectionStream::new(d.decoder(dir, &self.context));
                 stream.push(PacketId(0), &bytes, dir, &mut messages);
                 // The repeat connection is over: what it read is all the answer there is.
                 stream.finish(dir, true, &mut messages);
@@ -548,7 +549,13 @@ mod tests {
             connection: ConnectionId(0),
             direction: Direction::ClientToServer,
         };
-        let mut e = Editor::new(&Registry::standard(), source, Some("fesl"), login("a@b.c"));
+        let mut e = Editor::new(
+            &Registry::standard(),
+            std::sync::Arc::new(Context::default()),
+            source,
+            Some("fesl"),
+            login("a@b.c"),
+        );
         assert_eq!(e.mode(), Mode::Tree);
         assert!(e.set_field("payload.nuid", "someone.else@example.com"));
         assert_eq!(

@@ -10,7 +10,6 @@
 //! index (tens of milliseconds for a million packets). While traffic arrives, the filter is
 //! re-run on the grown capture at most twice a second, rebuilding the index.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -212,10 +211,7 @@ fn decode_all(
     progress.decodes.fetch_add(1, Ordering::Relaxed);
     progress.phase.store(1, Ordering::Relaxed);
     progress.total.store(connections, Ordering::Relaxed);
-    let mut decode = CaptureDecode {
-        protocols: HashMap::new(),
-        messages: HashMap::new(),
-    };
+    let mut decode = CaptureDecode::default();
     for c in 0..connections {
         if cancel.load(Ordering::Relaxed) {
             return None;
@@ -354,6 +350,12 @@ impl FilterBar {
         context: &Arc<Context>,
         wake: impl Fn() + Send + 'static,
     ) {
+        // Another capture on screen: its results (and worker) belong to the old one.
+        if let Some(worker) = &self.worker
+            && store.is_none_or(|s| !worker.is_for(s))
+        {
+            self.restart();
+        }
         if let (Some(worker), Some((id, _))) = (&self.worker, &self.waiting) {
             loop {
                 match worker.replies.try_recv() {
@@ -370,8 +372,8 @@ impl FilterBar {
                     Ok(_) => continue,
                     Err(mpsc::TryRecvError::Empty) => return,
                     Err(mpsc::TryRecvError::Disconnected) => {
-                        self.waiting = None;
-                        self.worker = None;
+                        // The worker is gone; results it gave may be stale: start over.
+                        self.restart();
                         break;
                     }
                 }

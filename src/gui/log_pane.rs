@@ -41,10 +41,6 @@ impl LogPane {
         self.entries.push_back(entry);
     }
 
-    pub fn entries(&self) -> &VecDeque<LogEntry> {
-        &self.entries
-    }
-
     pub fn show(&mut self, ui: &mut Ui) {
         ui.horizontal(|ui| {
             egui::ComboBox::from_label("Level")

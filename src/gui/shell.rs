@@ -87,10 +87,6 @@ impl Shell {
         self.status.as_ref()
     }
 
-    pub fn dialog(&self) -> Option<&Dialog> {
-        self.dialog.as_ref()
-    }
-
     pub fn open_dialog(&mut self, kind: DialogKind, state: &ViewerState) {
         let suggestion = match kind {
             DialogKind::Open | DialogKind::ImportSdJson => String::new(),
@@ -293,7 +289,7 @@ impl Shell {
                 {
                     self.start_demo(&ctx, engine);
                 }
-                ui.label("to see a whole Red Alert 3 login decoded.");
+                ui.label("to see whole Red Alert 3 and Star Citizen logins decoded.");
             });
         });
     }

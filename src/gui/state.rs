@@ -275,7 +275,8 @@ impl ViewerState {
     }
 
     fn move_selection(&mut self, delta: isize) {
-        let rows = &self.rows.rows;
+        // The rows on screen: the filter bar's, when one is in force.
+        let rows = self.rows();
         if rows.is_empty() {
             return;
         }

@@ -128,7 +128,7 @@ impl Workbench {
                 let stale = match &self.decode {
                     Some(d) if d.packet == id => data
                         .packet(id)
-                        .map(|p| data.packets_of(p.connection).count())
+                        .map(|p| data.packets_of(p.connection).len())
                         .is_some_and(|n| n != d.connection_packets),
                     _ => true,
                 };
@@ -316,6 +316,7 @@ impl Workbench {
                     };
                     self.editor = Some(Editor::new(
                         &self.registry,
+                        self.context.clone(),
                         source,
                         protocol.as_deref(),
                         held.bytes,
@@ -365,7 +366,13 @@ impl Workbench {
             connection: p.connection,
             direction: p.direction,
         };
-        self.editor = Some(Editor::new(&self.registry, source, protocol, bytes));
+        self.editor = Some(Editor::new(
+            &self.registry,
+            self.context.clone(),
+            source,
+            protocol,
+            bytes,
+        ));
     }
 
     fn send(&mut self, to: SendTo, engine: Option<&Engine>, ctx: Option<&egui::Context>) {
@@ -460,11 +467,6 @@ impl Workbench {
                 editor.set_answer(&self.registry, answer);
             }
         }
-    }
-
-    /// Whether a repeater answer is still on its way.
-    pub fn is_waiting(&self) -> bool {
-        !self.repeats.is_empty()
     }
 }
 
