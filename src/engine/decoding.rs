@@ -14,23 +14,26 @@ use crate::security::jwt::Signer;
 /// Builds the context. `certs_dir`: where the issuer's key lives; it is read, never made.
 /// What cannot be loaded is logged and left out: decoding goes on without it.
 pub fn decode_context(extra_proto: &[PathBuf], certs_dir: Option<&Path>) -> Context {
-    let mut context = Context {
-        schemas: schemas(extra_proto),
-        ..Context::default()
-    };
-    if let Some(dir) = certs_dir {
-        match Signer::load_existing(dir) {
-            Ok(Some(signer)) => {
-                context.jwt_keys = JwtKeys {
-                    keys: vec![JwtKey::Jwks(signer.jwks().to_string())],
-                    ..JwtKeys::default()
-                };
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!("JWT issuer key: {e}; tokens are shown unverified"),
+    let signer = certs_dir.and_then(|dir| match Signer::load_existing(dir) {
+        Ok(signer) => signer,
+        Err(e) => {
+            tracing::warn!("JWT issuer key: {e}; tokens are shown unverified");
+            None
         }
+    });
+    decode_context_with(extra_proto, signer.as_ref())
+}
+
+/// [`decode_context`] with an issuer key the caller already holds (the engine's).
+pub fn decode_context_with(extra_proto: &[PathBuf], signer: Option<&Signer>) -> Context {
+    Context {
+        schemas: schemas(extra_proto),
+        jwt_keys: signer.map_or_else(JwtKeys::default, |s| JwtKeys {
+            keys: vec![JwtKey::Jwks(s.jwks().to_string())],
+            ..JwtKeys::default()
+        }),
+        ..Context::default()
     }
-    context
 }
 
 /// The engine, every workbench window and `inspect` ask for the same schemas: compile

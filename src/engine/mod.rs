@@ -78,13 +78,31 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// What taps, the live log and the workbench decode with.
     pub decode: Arc<crate::dissect::Context>,
+    /// The SC login server's signing key: loaded (or made) once, at start when an SC server
+    /// that signs or checks tokens is enabled, else when one is first started.
+    pub sc_signer: std::sync::OnceLock<Result<Arc<crate::security::jwt::Signer>, String>>,
     /// JWT ids logged out at the SC login server, which the SC game server refuses too.
     pub sc_logged_out: Arc<parking_lot::Mutex<std::collections::HashSet<String>>>,
     /// The accounts database, opened when the first server starts.
     pub accounts: tokio::sync::OnceCell<Result<Store, String>>,
 }
 
+fn load_signer(config: &Config) -> Result<Arc<crate::security::jwt::Signer>, String> {
+    crate::security::jwt::Signer::load_or_create(&config.certs_dir, &config.servers.sc.issuer)
+        .map(Arc::new)
+        .map_err(|e| {
+            tracing::warn!("JWT issuer key: {e}");
+            e.to_string()
+        })
+}
+
 impl Shared {
+    pub fn sc_signer(&self) -> Result<Arc<crate::security::jwt::Signer>, String> {
+        self.sc_signer
+            .get_or_init(|| load_signer(&self.config))
+            .clone()
+    }
+
     /// Opens the accounts database on first use (creating it and the test account).
     pub async fn accounts(&self) -> Result<Store, String> {
         self.accounts
@@ -138,14 +156,13 @@ impl Engine {
         }
         // The issuer key first (made at first start, like the CA), so decoders can check the
         // tokens the login server will sign with it.
+        let sc_signer = std::sync::OnceLock::new();
         let servers = &config.servers;
-        if (servers.sc_login.enabled || servers.sc_game.enabled)
-            && let Err(e) =
-                crate::security::jwt::Signer::load_or_create(&config.certs_dir, &servers.sc.issuer)
-        {
-            tracing::warn!("JWT issuer key: {e}");
+        if servers.sc_login.enabled || servers.sc_game.enabled {
+            let _ = sc_signer.set(load_signer(&config));
         }
-        let decode = Arc::new(decoding::decode_context(&[], Some(&config.certs_dir)));
+        let signer = sc_signer.get().and_then(|s: &Result<_, _>| s.as_ref().ok());
+        let decode = Arc::new(decoding::decode_context_with(&[], signer.map(|s| &**s)));
         let interceptor = Arc::new(Interceptor::new());
         interceptor.set_rules(config.breakpoints.rules.clone());
         interceptor.set_hold_timeout(Duration::from_secs(config.breakpoints.hold_timeout_secs));
@@ -175,6 +192,7 @@ impl Engine {
             registry: Registry::standard(),
             shutdown: CancellationToken::new(),
             decode,
+            sc_signer,
             sc_logged_out: Arc::default(),
             accounts: tokio::sync::OnceCell::new(),
         });

@@ -404,14 +404,12 @@ async fn sc_ctx(
     };
     let store = shared.accounts().await.map_err(&err)?;
     let settings = shared.config.servers.sc.clone();
-    let signer =
-        crate::security::jwt::Signer::load_or_create(&shared.config.certs_dir, &settings.issuer)
-            .map_err(|e| err(e.to_string()))?;
+    let signer = shared.sc_signer().map_err(&err)?;
     Ok(crate::servers::sc::ScCtx {
         store,
         login_data_path: shared.config.data_dir.join(&settings.login_data),
         settings: Arc::new(settings),
-        signer: Arc::new(signer),
+        signer,
         schemas: shared.decode.schemas.clone(),
         logged_out: shared.sc_logged_out.clone(),
     })

@@ -11,7 +11,6 @@ use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use parking_lot::Mutex;
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -25,23 +24,11 @@ const UNIMPLEMENTED: u32 = 12;
 const INTERNAL: u32 = 13;
 const INVALID_ARGUMENT: u32 = 3;
 
-/// A call the server saw.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Call {
-    pub method: String,
-    pub peer: String,
-    /// Request body bytes (gRPC length prefixes included).
-    pub body_len: usize,
-    /// The gRPC status answered with.
-    pub status: u32,
-}
-
-/// What the server answers and what it saw.
+/// What the server answers (each call is logged, not kept: a long session must not grow).
 #[derive(Clone)]
 pub struct CatchAll {
     rules: Arc<Vec<CatchallRule>>,
     schemas: Option<DescriptorPool>,
-    calls: Arc<Mutex<Vec<Call>>>,
 }
 
 /// An answer: a message (already encoded) or a status.
@@ -56,13 +43,7 @@ impl CatchAll {
         CatchAll {
             rules: Arc::new(rules),
             schemas,
-            calls: Arc::new(Mutex::new(Vec::new())),
         }
-    }
-
-    /// Every call so far.
-    pub fn calls(&self) -> Vec<Call> {
-        self.calls.lock().clone()
     }
 
     /// The answer to `method` per the table.
@@ -186,16 +167,10 @@ async fn handle(
         Answer::Status(c, _) => *c,
     };
     if status == UNIMPLEMENTED {
-        tracing::warn!(%peer, "catch-all gRPC: unmodelled method {method}");
+        tracing::warn!(%peer, body_len, "catch-all gRPC: unmodelled method {method}");
     } else {
-        tracing::info!(%peer, "catch-all gRPC: {method} → status {status}");
+        tracing::info!(%peer, body_len, "catch-all gRPC: {method} → status {status}");
     }
-    server.calls.lock().push(Call {
-        method,
-        peer: peer.to_string(),
-        body_len,
-        status,
-    });
     Ok(grpc_response(&answer))
 }
 

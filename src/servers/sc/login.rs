@@ -236,10 +236,11 @@ async fn login(
     };
     let settings = &app.ctx.settings;
     let iat = now();
-    let exp = iat
-        + i64::try_from(settings.token_ttl_secs)
+    let exp = iat.saturating_add(
+        i64::try_from(settings.token_ttl_secs)
             .unwrap_or(3600)
-            .max(1);
+            .max(1),
+    );
     let jti = uuid_like();
     let claims = Claims {
         iss: app.ctx.signer.issuer().to_owned(),
