@@ -49,7 +49,8 @@ pub fn run(protocol: &str, bytes: &[u8]) {
             let mut stream = DirectionStream::new(dissector.decoder(decoded.direction, &ctx));
             let mut out = Vec::new();
             stream.push(decoded.packet, &again, decoded.direction, &mut out);
-            stream.finish(decoded.direction, &mut out);
+            // `true`: also drives the end-of-stream path of until-close messages.
+            stream.finish(decoded.direction, true, &mut out);
         }
     }
 }

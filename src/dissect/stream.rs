@@ -164,7 +164,6 @@ impl DirectionStream {
         at
     }
 
-    /// Reports bytes left over at the end of the capture as an incomplete message.
     /// Reports what is left at the end of the packets. `ended`: the connection closed there,
     /// which completes messages that run until the close.
     pub fn finish(&mut self, dir: Direction, ended: bool, out: &mut Vec<Decoded>) {
