@@ -9,7 +9,25 @@
 //! it maps read-only; everything else (loaded files, tests) stays in memory.
 
 use std::fs::File;
+use std::io;
 use std::path::Path;
+
+/// Packet bytes that arrive through the kernel rather than through a buffer of ours (a
+/// pipe that a socket was spliced into): the source moves them into the capture itself, so
+/// a file-backed capture takes them in without a copy through user space.
+pub trait ByteSource {
+    /// Moves exactly `len` bytes into `file` at `offset`, and writes nothing else there (the
+    /// rest of the file holds packets already captured). On failure, also says how many bytes
+    /// were moved before it.
+    fn move_to_file(
+        &mut self,
+        file: &File,
+        offset: u64,
+        len: usize,
+    ) -> Result<(), (usize, io::Error)>;
+    /// Appends exactly `len` bytes to `out`.
+    fn move_to_vec(&mut self, out: &mut Vec<u8>, len: usize) -> io::Result<()>;
+}
 
 /// Bytes per chunk. A packet never straddles chunks; one larger than a chunk gets a chunk of
 /// its own.
@@ -115,6 +133,65 @@ impl Arena {
         }
     }
 
+    /// Like [`Arena::push`] for `len` bytes that `source` moves in itself.
+    pub fn push_from(&mut self, len: usize, source: &mut dyn ByteSource) -> io::Result<Span> {
+        let fits = self
+            .chunks
+            .last()
+            .is_some_and(|c| c.capacity() - c.len() >= len);
+        if !fits {
+            let chunk = self.new_chunk(len);
+            self.chunks.push(chunk);
+        }
+        let chunk_index = self.chunks.len() - 1;
+        let backing = self.backing.as_ref();
+        let Some(chunk) = self.chunks.last_mut() else {
+            return Err(io::Error::other("no chunk to write to"));
+        };
+        let start = chunk.len();
+        match (chunk, backing) {
+            (Chunk::Memory(v), _) => {
+                if let Err(e) = source.move_to_vec(v, len) {
+                    v.truncate(start);
+                    return Err(e);
+                }
+            }
+            (
+                Chunk::Mapped {
+                    file_offset,
+                    len: written,
+                    ..
+                },
+                Some(backing),
+            ) => {
+                let at = *file_offset + *written as u64;
+                if let Err((moved, e)) = source.move_to_file(&backing.file, at, len) {
+                    // As in `push`: give up the file, keep the bytes. Those already moved
+                    // are read back from it, the rest taken from the source.
+                    tracing::warn!(
+                        "capture temporary file failed ({e}); keeping packet bytes in memory"
+                    );
+                    let mut bytes = vec![0; moved];
+                    read_at(&backing.file, &mut bytes, at)?;
+                    source.move_to_vec(&mut bytes, len - moved)?;
+                    self.backing = None;
+                    return Ok(self.push(&bytes));
+                }
+                *written += len;
+            }
+            (Chunk::Mapped { .. }, None) => {
+                let mut bytes = Vec::with_capacity(len);
+                source.move_to_vec(&mut bytes, len)?;
+                return Ok(self.push(&bytes));
+            }
+        }
+        Ok(Span {
+            chunk: chunk_index as u32,
+            offset: start as u32,
+            len: len as u32,
+        })
+    }
+
     fn write_last(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         let Some(chunk) = self.chunks.last_mut() else {
             return Err(std::io::Error::other("no chunk to write to"));
@@ -178,7 +255,8 @@ fn map_chunk(backing: &mut Backing, size: usize) -> std::io::Result<Chunk> {
     backing.file.set_len(end)?;
     // SAFETY: the file is ours alone (created here and unlinked at once), it only ever grows,
     // so the mapped range stays inside it for the map's life; and its bytes change only
-    // through `write_at` on `&mut Arena`, while no slice of the map can be borrowed.
+    // through `write_at` or a `ByteSource` on `&mut Arena`, past every byte handed out, while
+    // no slice of the map can be borrowed.
     let map = unsafe {
         memmap2::MmapOptions::new()
             .offset(file_offset)
@@ -236,6 +314,17 @@ fn write_at(file: &File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
     file.write_all_at(bytes, offset)
 }
 
+#[cfg(unix)]
+fn read_at(file: &File, bytes: &mut [u8], offset: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.read_exact_at(bytes, offset)
+}
+
+#[cfg(not(unix))]
+fn read_at(_file: &File, _bytes: &mut [u8], _offset: u64) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
 #[cfg(not(unix))]
 fn write_at(_file: &File, _bytes: &[u8], _offset: u64) -> std::io::Result<()> {
     Err(std::io::ErrorKind::Unsupported.into())
@@ -281,6 +370,87 @@ mod tests {
         for (span, bytes) in &stored {
             assert_eq!(arena.get(*span), &bytes[..]);
         }
+    }
+
+    /// Bytes held elsewhere, moved in the way a spliced pipe moves them; optionally the file
+    /// fails after some bytes, as a full disk would.
+    struct Held {
+        bytes: Vec<u8>,
+        taken: usize,
+        fail_file_after: Option<usize>,
+    }
+
+    impl ByteSource for Held {
+        fn move_to_file(
+            &mut self,
+            file: &File,
+            offset: u64,
+            len: usize,
+        ) -> Result<(), (usize, io::Error)> {
+            let n = self.fail_file_after.map_or(len, |k| k.min(len));
+            let part = &self.bytes[self.taken..self.taken + n];
+            write_at(file, part, offset).map_err(|e| (0, e))?;
+            self.taken += n;
+            if n < len {
+                return Err((n, io::Error::other("disk full")));
+            }
+            Ok(())
+        }
+
+        fn move_to_vec(&mut self, out: &mut Vec<u8>, len: usize) -> io::Result<()> {
+            out.extend_from_slice(&self.bytes[self.taken..self.taken + len]);
+            self.taken += len;
+            Ok(())
+        }
+    }
+
+    fn held(len: usize, seed: usize, fail_file_after: Option<usize>) -> Held {
+        Held {
+            bytes: (0..len).map(|j| (seed * 131 + j * 7) as u8).collect(),
+            taken: 0,
+            fail_file_after,
+        }
+    }
+
+    #[test]
+    fn moved_in_bytes_read_back_from_file_and_memory_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file_backed = Arena::default();
+        file_backed.use_temp_file(dir.path()).unwrap();
+        let mut in_memory = Arena::default();
+        for arena in [&mut file_backed, &mut in_memory] {
+            let mut stored = Vec::new();
+            for i in 0..40 {
+                // Mixed with ordinary pushes, across chunk ends.
+                let len = (i * 104_729) % (CHUNK_SIZE / 2);
+                let mut source = held(len, i, None);
+                let span = arena.push_from(len, &mut source).unwrap();
+                stored.push((span, source.bytes));
+                let plain = vec![i as u8; i * 10];
+                stored.push((arena.push(&plain), plain));
+            }
+            for (span, bytes) in &stored {
+                assert_eq!(arena.get(*span), &bytes[..]);
+            }
+        }
+        assert!(file_backed.is_file_backed());
+        assert!(!in_memory.is_file_backed());
+    }
+
+    #[test]
+    fn a_file_failing_midway_keeps_every_byte_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut arena = Arena::default();
+        arena.use_temp_file(dir.path()).unwrap();
+        let before = arena.push(b"earlier packet");
+        let mut source = held(100_000, 3, Some(40_000));
+        let span = arena.push_from(100_000, &mut source).unwrap();
+        assert_eq!(arena.get(span), &source.bytes[..]);
+        assert_eq!(source.taken, 100_000, "the rest came from the source");
+        assert!(!arena.is_file_backed(), "the file is given up");
+        assert_eq!(arena.get(before), b"earlier packet");
+        let after = arena.push(b"later packet");
+        assert_eq!(arena.get(after), b"later packet");
     }
 
     #[test]

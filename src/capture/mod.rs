@@ -9,6 +9,7 @@ pub mod pcapng;
 pub mod sdjson;
 pub mod store;
 
+pub use arena::ByteSource;
 pub use model::{
     Connection, ConnectionId, Direction, NewPacket, Packet, PacketFlags, PacketId, Timestamp,
     TlsInfo, Transport, UNKNOWN_ADDR, ascii_preview,

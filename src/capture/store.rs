@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::arena::{Arena, Span};
+use super::arena::{Arena, ByteSource, Span};
 use super::gwcap::{Journal, JournalError};
 use super::model::{
     Connection, ConnectionId, Direction, NewPacket, Packet, PacketFlags, PacketId, Timestamp,
@@ -28,6 +28,8 @@ pub enum StoreError {
     UnknownLabel(u32),
     #[error("capture is full ({0} packets)")]
     Full(usize),
+    #[error("could not take in the packet's bytes: {0}")]
+    Source(String),
 }
 
 /// Largest single packet the store accepts. Reads from sockets are far smaller; this only
@@ -328,21 +330,7 @@ impl StoreData {
         flags: PacketFlags,
         original: Option<&[u8]>,
     ) -> Result<PacketId, StoreError> {
-        let conn_index = usize::try_from(connection.0)
-            .ok()
-            .filter(|&i| i < self.connections.len())
-            .ok_or(StoreError::UnknownConnection(connection))?;
-        for bytes in std::iter::once(data).chain(original) {
-            if bytes.len() > MAX_PACKET_LEN {
-                return Err(StoreError::PacketTooLarge {
-                    len: bytes.len(),
-                    max: MAX_PACKET_LEN,
-                });
-            }
-        }
-        if self.packets.len() >= u32::MAX as usize - 1 {
-            return Err(StoreError::Full(self.packets.len()));
-        }
+        let conn_index = self.check_append(connection, data.len(), original.map(<[u8]>::len))?;
         if label_id != NO_LABEL && self.labels.get(label_id).is_none() {
             return Err(StoreError::UnknownLabel(label_id));
         }
@@ -355,6 +343,83 @@ impl StoreData {
             None => NO_ORIGINAL,
         };
         let span = self.arena.push(data);
+        Ok(self.add_packet(
+            conn_index,
+            connection,
+            direction,
+            timestamp,
+            span,
+            label_id,
+            flags,
+            original_index,
+        ))
+    }
+
+    /// Appends a packet of `len` bytes that `source` moves in itself (a tap's spliced pipe),
+    /// unlabelled and unchanged.
+    pub fn append_from(
+        &mut self,
+        connection: ConnectionId,
+        direction: Direction,
+        timestamp: Timestamp,
+        len: usize,
+        source: &mut dyn ByteSource,
+    ) -> Result<PacketId, StoreError> {
+        let conn_index = self.check_append(connection, len, None)?;
+        let span = self
+            .arena
+            .push_from(len, source)
+            .map_err(|e| StoreError::Source(e.to_string()))?;
+        Ok(self.add_packet(
+            conn_index,
+            connection,
+            direction,
+            timestamp,
+            span,
+            NO_LABEL,
+            PacketFlags::empty(),
+            NO_ORIGINAL,
+        ))
+    }
+
+    /// The index of `connection`, if a packet of these sizes may be added to it.
+    fn check_append(
+        &self,
+        connection: ConnectionId,
+        len: usize,
+        original_len: Option<usize>,
+    ) -> Result<usize, StoreError> {
+        let conn_index = usize::try_from(connection.0)
+            .ok()
+            .filter(|&i| i < self.connections.len())
+            .ok_or(StoreError::UnknownConnection(connection))?;
+        for len in std::iter::once(len).chain(original_len) {
+            if len > MAX_PACKET_LEN {
+                return Err(StoreError::PacketTooLarge {
+                    len,
+                    max: MAX_PACKET_LEN,
+                });
+            }
+        }
+        if self.packets.len() >= u32::MAX as usize - 1 {
+            return Err(StoreError::Full(self.packets.len()));
+        }
+        Ok(conn_index)
+    }
+
+    /// Indexes a packet whose bytes are in the arena, and journals it.
+    #[allow(clippy::too_many_arguments)]
+    fn add_packet(
+        &mut self,
+        conn_index: usize,
+        connection: ConnectionId,
+        direction: Direction,
+        timestamp: Timestamp,
+        span: Span,
+        label_id: u32,
+        flags: PacketFlags,
+        original_index: u32,
+    ) -> PacketId {
         let id = PacketId(self.packets.len() as u64);
         if let Some(last) = self.packets.last() {
             self.time_ordered &= timestamp.0 >= last.timestamp;
@@ -369,13 +434,20 @@ impl StoreData {
             flags,
         });
         self.per_connection[conn_index].push(id.0 as u32);
-        self.raw_bytes += data.len() as u64;
-        self.journal_with(|j| {
-            j.write_packet(
+        self.raw_bytes += u64::from(span.len);
+        if let Some(journal) = self.journal.as_mut() {
+            let data = self.arena.get(span);
+            let original = (original_index != NO_ORIGINAL)
+                .then(|| self.arena.get(self.originals[original_index as usize]));
+            if let Err(e) = journal.write_packet(
                 id, connection, direction, timestamp, label_id, flags, data, original,
-            )
-        });
-        Ok(id)
+            ) {
+                tracing::error!(error = %e, "capture file write failed; capture continues in memory");
+                self.journal_error = Some(e.to_string());
+                self.journal = None;
+            }
+        }
+        id
     }
 
     /// Runs one journal write. A failing journal (disk full, file removed) is detached and its

@@ -7,6 +7,11 @@ pub mod intercept;
 pub mod quic;
 pub mod record;
 pub mod resolve;
+#[cfg(target_os = "linux")]
+mod splice;
+#[cfg(not(target_os = "linux"))]
+#[path = "splice_other.rs"]
+mod splice;
 pub mod tap;
 pub mod tls;
 pub mod udp;

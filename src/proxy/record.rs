@@ -9,8 +9,8 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use crate::capture::{
-    CaptureStore, Connection, ConnectionId, Direction, PacketFlags, PacketId, Timestamp, TlsInfo,
-    Transport,
+    ByteSource, CaptureStore, Connection, ConnectionId, Direction, PacketFlags, PacketId,
+    StoreError, Timestamp, TlsInfo, Transport,
 };
 
 /// What changed in the capture.
@@ -101,13 +101,40 @@ impl ConnRecorder {
             flags,
             original,
         );
+        self.announce(result, direction, data.len(), flags)
+    }
+
+    /// Records one read of `len` bytes that `source` moves into the capture itself.
+    pub fn packet_from(
+        &self,
+        direction: Direction,
+        len: usize,
+        source: &mut dyn ByteSource,
+    ) -> Option<PacketId> {
+        let result = self.recorder.store.write().append_from(
+            self.id,
+            direction,
+            Timestamp::now(),
+            len,
+            source,
+        );
+        self.announce(result, direction, len, PacketFlags::empty())
+    }
+
+    fn announce(
+        &self,
+        result: Result<PacketId, StoreError>,
+        direction: Direction,
+        size: usize,
+        flags: PacketFlags,
+    ) -> Option<PacketId> {
         match result {
             Ok(id) => {
                 let _ = self.recorder.events.send(CaptureEvent::Packet {
                     id,
                     connection: self.id,
                     direction,
-                    size: data.len(),
+                    size,
                     flags,
                 });
                 Some(id)

@@ -3,7 +3,9 @@
 //!
 //! Each direction is one loop: read, record, (hold at a breakpoint), write. Writing before
 //! the next read gives back-pressure for free: a slow reader on one side slows the writer on
-//! the other instead of growing a buffer.
+//! the other instead of growing a buffer. Where both legs are plain TCP on Linux and no
+//! breakpoint watches the route, the read and write are splices through a pipe, so the bytes
+//! never pass through user space (see `splice.rs`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,6 +25,7 @@ use crate::dissect::{Context, Dissector, Framing, StreamDecoder};
 use super::intercept::{Decision, Injection, Interceptor};
 use super::record::{ConnRecorder, Recorder};
 use super::resolve::UpstreamResolver;
+use super::splice::ZeroCopy;
 use super::tls::tls_info;
 
 /// Where a tap sends what its clients say.
@@ -114,6 +117,53 @@ fn boxed_tcp(stream: TcpStream) -> (BoxRead, BoxWrite) {
     (Box::new(r), Box::new(w))
 }
 
+/// One side of a relay: a plain TCP socket (which may be spliced) or a TLS stream.
+enum Leg {
+    Plain(TcpStream),
+    Boxed(BoxRead, BoxWrite),
+}
+
+/// The two directions' ends, client→server first, with zero-copy pumps when both legs are
+/// plain TCP.
+struct Ends {
+    client_r: BoxRead,
+    client_w: BoxWrite,
+    server_r: BoxRead,
+    server_w: BoxWrite,
+    zero_copy: Option<(ZeroCopy, ZeroCopy)>,
+}
+
+fn ends(client: Leg, server: Leg) -> Ends {
+    match (client, server) {
+        #[cfg(target_os = "linux")]
+        (Leg::Plain(c), Leg::Plain(s)) => {
+            use super::splice::SharedTcp;
+            let (c, s) = (Arc::new(c), Arc::new(s));
+            Ends {
+                client_r: Box::new(SharedTcp(c.clone())),
+                client_w: Box::new(SharedTcp(c.clone())),
+                server_r: Box::new(SharedTcp(s.clone())),
+                server_w: Box::new(SharedTcp(s.clone())),
+                zero_copy: Some((ZeroCopy::new(c.clone(), s.clone()), ZeroCopy::new(s, c))),
+            }
+        }
+        (client, server) => {
+            let leg = |l| match l {
+                Leg::Plain(t) => boxed_tcp(t),
+                Leg::Boxed(r, w) => (r, w),
+            };
+            let ((client_r, client_w), (server_r, server_w)) = (leg(client), leg(server));
+            Ends {
+                client_r,
+                client_w,
+                server_r,
+                server_w,
+                zero_copy: None,
+            }
+        }
+    }
+}
+
 fn boxed<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S) -> (BoxRead, BoxWrite) {
     let (r, w) = tokio::io::split(stream);
     (Box::new(r), Box::new(w))
@@ -148,8 +198,8 @@ async fn handle_client(
 
     // Client side first: a failed handshake is the client's problem, not the upstream's.
     let mut client_alpn = None;
-    let (client_r, client_w) = match &settings.tls {
-        None => boxed_tcp(client),
+    let client = match &settings.tls {
+        None => Leg::Plain(client),
         Some(config) => {
             let accept = TlsAcceptor::from(config.clone()).accept(client);
             match tokio::time::timeout(settings.handshake_timeout, accept).await {
@@ -158,7 +208,8 @@ async fn handle_client(
                     let info = tls_info(state, state.server_name());
                     client_alpn = state.alpn_protocol().map(<[u8]>::to_vec);
                     conn.set_tls(info);
-                    boxed(tls)
+                    let (r, w) = boxed(tls);
+                    Leg::Boxed(r, w)
                 }
                 Ok(Err(e)) => {
                     conn.close(format!("TLS handshake with the client failed: {e}"));
@@ -172,8 +223,8 @@ async fn handle_client(
         }
     };
 
-    let (server_r, server_w) = match connect_upstream(settings, shared, client_alpn, &conn).await {
-        Ok(pair) => pair,
+    let server = match connect_upstream(settings, shared, client_alpn, &conn).await {
+        Ok(leg) => leg,
         Err(reason) => {
             tracing::warn!(route = %settings.route, client = %peer, "{reason}");
             conn.close(reason);
@@ -181,10 +232,7 @@ async fn handle_client(
         }
     };
 
-    relay(
-        client_r, client_w, server_r, server_w, settings, shared, &conn, stop,
-    )
-    .await;
+    relay(ends(client, server), settings, shared, &conn, stop).await;
 }
 
 async fn connect_upstream(
@@ -192,7 +240,7 @@ async fn connect_upstream(
     shared: &TapShared,
     client_alpn: Option<Vec<u8>>,
     conn: &ConnRecorder,
-) -> Result<(BoxRead, BoxWrite), String> {
+) -> Result<Leg, String> {
     let up = &settings.upstream;
     let addr = upstream_addr(up, shared)
         .await
@@ -212,7 +260,7 @@ async fn connect_upstream(
         };
     let _ = stream.set_nodelay(true);
     let Some(config) = &up.tls else {
-        return Ok(boxed_tcp(stream));
+        return Ok(Leg::Plain(stream));
     };
     let config = match client_alpn {
         // Pass the client's protocol through so both legs speak the same thing.
@@ -231,7 +279,8 @@ async fn connect_upstream(
             if up.insecure {
                 tracing::info!(route = %settings.route, "upstream certificate not verified (insecure route)");
             }
-            Ok(boxed(tls))
+            let (r, w) = boxed(tls);
+            Ok(Leg::Boxed(r, w))
         }
         Ok(Err(e)) => Err(format!(
             "upstream {}: TLS handshake failed: {e}",
@@ -300,12 +349,8 @@ struct Pump<'a> {
     stop: &'a CancellationToken,
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn relay(
-    client_r: BoxRead,
-    client_w: BoxWrite,
-    server_r: BoxRead,
-    server_w: BoxWrite,
+    ends: Ends,
     settings: &TapSettings,
     shared: &TapShared,
     conn: &ConnRecorder,
@@ -328,8 +373,12 @@ async fn relay(
         direction: Direction::ServerToClient,
         ..up
     };
-    let a = up.run(client_r, server_w, to_server);
-    let b = down.run(server_r, client_w, to_client);
+    let (up_copy, down_copy) = match ends.zero_copy {
+        Some((u, d)) => (Some(u), Some(d)),
+        None => (None, None),
+    };
+    let a = up.run(ends.client_r, ends.server_w, to_server, up_copy);
+    let b = down.run(ends.server_r, ends.client_w, to_client, down_copy);
     tokio::pin!(a, b);
     let (first_dir, first_end) = tokio::select! {
         e = &mut a => (Direction::ClientToServer, e),
@@ -389,11 +438,25 @@ impl Pump<'_> {
         mut from: BoxRead,
         mut to: BoxWrite,
         mut inject: mpsc::Receiver<Injection>,
+        mut zero_copy: Option<ZeroCopy>,
     ) -> End {
+        if let Some(z) = &mut zero_copy
+            && let Err(e) = z.prepare()
+        {
+            tracing::debug!(route = %self.settings.route, "relaying by copying: {e}");
+            zero_copy = None;
+        }
         let mut buf = vec![0u8; READ_BUF];
         let mut framer: Option<Framer> = None;
         let mut inject_open = true;
         let end = loop {
+            // Breakpoints need the bytes in hand to frame and hold messages.
+            let dissector = self
+                .settings
+                .dissector
+                .as_ref()
+                .filter(|_| self.shared.interceptor.watches(&self.settings.route));
+            let splicing = dissector.is_none() && zero_copy.is_some();
             let read = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break End::Stopped,
@@ -408,7 +471,10 @@ impl Pump<'_> {
                     }
                     continue;
                 }
-                r = tokio::time::timeout(self.settings.idle_timeout, from.read(&mut buf)) => r,
+                r = tokio::time::timeout(
+                    self.settings.idle_timeout,
+                    read_some(&mut from, &mut buf, zero_copy.as_mut().filter(|_| splicing)),
+                ) => r,
             };
             let n = match read {
                 Err(_) => {
@@ -422,12 +488,19 @@ impl Pump<'_> {
                 Ok(Err(e)) => break End::ReadError(e),
             };
             self.activity.touch();
-            let data = &buf[..n];
+            // A breakpoint set while the read was waiting must still see these bytes.
             let dissector = self
                 .settings
                 .dissector
                 .as_ref()
                 .filter(|_| self.shared.interceptor.watches(&self.settings.route));
+            let mut piped = splicing;
+            if let Some(z) = zero_copy.as_mut().filter(|_| piped && dissector.is_some()) {
+                if let Err(e) = z.take_out(&mut buf[..n]) {
+                    break End::ReadError(e);
+                }
+                piped = false;
+            }
             let Some(dissector) = dissector else {
                 if let Some(f) = framer.take()
                     && !f.pending.is_empty()
@@ -438,8 +511,17 @@ impl Pump<'_> {
                         break End::WriteError(e);
                     }
                 }
-                self.conn.packet(self.direction, data);
-                if let Err(e) = to.write_all(data).await {
+                let sent = match zero_copy.as_mut().filter(|_| piped) {
+                    Some(z) => {
+                        z.record(self.conn, self.direction, n);
+                        z.forward(n).await
+                    }
+                    None => {
+                        self.conn.packet(self.direction, &buf[..n]);
+                        to.write_all(&buf[..n]).await
+                    }
+                };
+                if let Err(e) = sent {
                     break End::WriteError(e);
                 }
                 continue;
@@ -448,7 +530,7 @@ impl Pump<'_> {
                 decoder: dissector.decoder(self.direction, &self.settings.dissect_context),
                 pending: Vec::new(),
             });
-            f.pending.extend_from_slice(data);
+            f.pending.extend_from_slice(&buf[..n]);
             if let Err(e) = self.forward_messages(f, &mut to).await {
                 break End::WriteError(e);
             }
@@ -531,6 +613,19 @@ impl Pump<'_> {
             }
             self.activity.touch();
         }
+    }
+}
+
+/// One read of at most `buf.len()` bytes: into the pipes of `zero_copy` when given (so
+/// they still fit `buf` if a breakpoint turns up), else into `buf`.
+async fn read_some(
+    from: &mut BoxRead,
+    buf: &mut [u8],
+    zero_copy: Option<&mut ZeroCopy>,
+) -> io::Result<usize> {
+    match zero_copy {
+        Some(z) => z.take(buf.len()).await,
+        None => from.read(buf).await,
     }
 }
 

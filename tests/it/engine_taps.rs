@@ -98,14 +98,14 @@ fn read_exact_timeout(s: &mut TcpStream, n: usize) -> Vec<u8> {
     buf
 }
 
-fn recorded(engine: &Engine, conn: ConnectionId) -> Vec<(Direction, Vec<u8>, PacketFlags)> {
+pub fn recorded(engine: &Engine, conn: ConnectionId) -> Vec<(Direction, Vec<u8>, PacketFlags)> {
     let data = engine.store().read();
     data.packets_of(conn)
         .map(|p| (p.direction, p.data.to_vec(), p.flags))
         .collect()
 }
 
-fn joined(packets: &[(Direction, Vec<u8>, PacketFlags)], dir: Direction) -> Vec<u8> {
+pub fn joined(packets: &[(Direction, Vec<u8>, PacketFlags)], dir: Direction) -> Vec<u8> {
     packets
         .iter()
         .filter(|(d, _, _)| *d == dir)
@@ -218,7 +218,7 @@ fn a_port_in_use_fails_only_its_route_with_a_message_naming_it() {
     assert_eq!(read_exact_timeout(&mut client, 8), b"WELCOME\n");
 }
 
-fn nu_login(email: &str, number: u32) -> Vec<u8> {
+pub fn nu_login(email: &str, number: u32) -> Vec<u8> {
     fesl::write_packet(
         b"acct",
         Tag::SingleClient,
@@ -228,12 +228,12 @@ fn nu_login(email: &str, number: u32) -> Vec<u8> {
     )
 }
 
-fn fesl_ping(number: u32) -> Vec<u8> {
+pub fn fesl_ping(number: u32) -> Vec<u8> {
     fesl::write_packet(b"fsys", Tag::SingleClient, number, &[("TXN", "Ping")], true)
 }
 
 /// A server that records every byte it receives.
-fn sink_server() -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
+pub fn sink_server() -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -255,7 +255,7 @@ fn sink_server() -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
     (addr, rx)
 }
 
-fn received_until(rx: &mpsc::Receiver<Vec<u8>>, want: usize) -> Vec<u8> {
+pub fn received_until(rx: &mpsc::Receiver<Vec<u8>>, want: usize) -> Vec<u8> {
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     while got.len() < want {
@@ -268,7 +268,7 @@ fn received_until(rx: &mpsc::Receiver<Vec<u8>>, want: usize) -> Vec<u8> {
     got
 }
 
-fn nu_login_rule() -> Rule {
+pub fn nu_login_rule() -> Rule {
     Rule {
         route: Some("fesl".into()),
         direction: Some(Direction::ClientToServer),

@@ -16,6 +16,7 @@ mod dissect_sc;
 mod engine_ra3;
 mod engine_taps;
 mod engine_tls;
+mod engine_zero_copy;
 mod filter;
 mod grpc_tap;
 #[cfg(feature = "gui")]
