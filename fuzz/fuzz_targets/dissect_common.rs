@@ -42,6 +42,8 @@ pub fn run(protocol: &str, bytes: &[u8]) {
         for buffer in &message.derived {
             check_ranges(&buffer.tree, buffer.bytes.len());
         }
+        // What an editor offers must encode or fail cleanly, never panic.
+        let _ = dissector.encode(&dissector.edit_tree(message));
         if message.is_error() {
             continue;
         }

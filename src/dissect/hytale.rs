@@ -101,6 +101,15 @@ impl Dissector for Hytale {
     fn encode(&self, tree: &Node) -> Result<Vec<u8>, EncodeError> {
         encode_tree(tree)
     }
+
+    /// A compressed packet is edited as its decompressed payload, which `encode_tree`
+    /// compresses again.
+    fn edit_tree(&self, msg: &Message) -> Node {
+        match msg.derived.iter().find(|d| d.name == "decompressed") {
+            Some(d) => d.tree.clone(),
+            None => msg.tree.clone(),
+        }
+    }
 }
 
 /// One direction of a Hytale stream. Frames carry no state between them; the decoder only

@@ -149,4 +149,11 @@ pub trait Dissector: Send + Sync {
     fn encode(&self, _tree: &Node) -> Result<Vec<u8>, EncodeError> {
         Err(EncodeError::NotEditable(self.name()))
     }
+
+    /// The tree an editor offers for `msg`, which [`Dissector::encode`] takes back. Where a
+    /// protocol rebuilds the wire bytes from a derived buffer (a decompressed payload is
+    /// compressed again), the editable fields are that buffer's, so this tree holds them.
+    fn edit_tree(&self, msg: &Message) -> Node {
+        msg.tree.clone()
+    }
 }

@@ -135,7 +135,9 @@ impl Editor {
     ) -> Self {
         let dissector = protocol.and_then(|p| registry.get(p));
         let tree = dissector.as_ref().and_then(|d| {
-            let tree = d.decoder(source.direction(), &context).decode(&bytes).tree;
+            let message = d.decoder(source.direction(), &context).decode(&bytes);
+            // Decompressed or de-chunked contents are edited in place of their wire form.
+            let tree = d.edit_tree(&message);
             // Only offer the tree when it encodes back: a protocol without an encoder, or a
             // message it cannot reproduce, is edited as hex.
             d.encode(&tree).ok().map(|_| tree)
@@ -274,7 +276,9 @@ fn fields_of(tree: &Node) -> Vec<Field> {
             }
             path.push(i);
             names.push(c.name.to_string());
-            if c.children.is_empty() {
+            // Children that are not on the wire (a checked signature, the original bytes)
+            // are not edited; their node is.
+            if c.children.iter().all(|x| x.derived) {
                 if !matches!(c.value, Value::None) {
                     out.push(Field {
                         path: path.clone(),

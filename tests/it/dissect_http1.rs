@@ -678,6 +678,8 @@ proptest! {
             prop_assert_eq!(&d.bytes, &bytes);
             prop_assert!(!d.message.tree.has_error(), "{:#?}", d.message.tree);
             prop_assert_eq!(Http1.encode(&d.message.tree).unwrap(), bytes.clone());
+            // What an editor offers (decoded bodies) gives back the same bytes unedited.
+            prop_assert_eq!(Http1.encode(&Http1.edit_tree(&d.message)).unwrap(), bytes.clone());
         }
     }
 
@@ -745,4 +747,151 @@ proptest! {
 
 fn decode_any(dir: Direction, msg: &[u8]) -> Message {
     Http1.decoder(dir, &Context::default()).decode(msg)
+}
+
+// -------------------------------------------------------------------------------------
+// Editing decoded bodies: what an editor offers (`edit_tree`) encodes back to the wire form.
+
+fn set_json(tree: &mut Node, key: &str, value: &str) {
+    let body = tree.child_mut("body").unwrap();
+    let json = body.child_mut("json").unwrap();
+    let field = json.child_mut(key).unwrap();
+    field.value = Value::Text(value.into());
+}
+
+#[test]
+fn a_gzip_json_body_is_edited_decoded_and_goes_out_compressed_with_its_length_fixed() {
+    let json = br#"{"displayname":"TestCommander","account_id":7}"#;
+    let gz = gzip(json);
+    let mut msg = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+        gz.len()
+    )
+    .into_bytes();
+    msg.extend_from_slice(&gz);
+    let m = decode(S2C, &msg);
+    let mut tree = Http1.edit_tree(&m);
+    assert_eq!(
+        tree.child("body").unwrap().kind.as_deref(),
+        Some("decoded gzip")
+    );
+    // Unedited, the original bytes go out as they came.
+    assert_eq!(Http1.encode(&tree).unwrap(), msg);
+
+    set_json(&mut tree, "displayname", "SomeoneElse_With_A_Longer_Name");
+    let out = Http1.encode(&tree).unwrap();
+    let again = decode(S2C, &out);
+    assert!(!again.is_error(), "{:#?}", again.tree);
+    let decoded = again
+        .derived
+        .iter()
+        .find(|d| d.name == "body (decoded)")
+        .expect("still gzip");
+    assert_eq!(
+        decoded.bytes,
+        br#"{"displayname":"SomeoneElse_With_A_Longer_Name","account_id":7}"#
+    );
+    let body_len = again.tree.child("body").unwrap().range.len();
+    let length = again
+        .tree
+        .find(&["headers", "Content-Length"])
+        .unwrap()
+        .value
+        .clone();
+    assert_eq!(length, Value::Text(body_len.to_string()));
+}
+
+#[test]
+fn a_chunked_json_body_is_edited_whole_and_goes_out_as_one_chunk() {
+    let mut msg =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    for part in [&br#"{"state":"#[..], br#""IN_QUEUE"}"#] {
+        write!(msg, "{:x}\r\n", part.len()).unwrap();
+        msg.extend_from_slice(part);
+        msg.extend_from_slice(b"\r\n");
+    }
+    msg.extend_from_slice(b"0\r\n\r\n");
+    let m = decode(S2C, &msg);
+    let mut tree = Http1.edit_tree(&m);
+    assert_eq!(Http1.encode(&tree).unwrap(), msg);
+    set_json(&mut tree, "state", "DONE");
+    let out = Http1.encode(&tree).unwrap();
+    let body = br#"{"state":"DONE"}"#;
+    assert!(
+        out.ends_with(
+            &[
+                format!("{:x}\r\n", body.len()).as_bytes(),
+                body,
+                b"\r\n0\r\n\r\n"
+            ]
+            .concat()
+        )
+    );
+    let again = decode(S2C, &out);
+    assert!(!again.is_error(), "{:#?}", again.tree);
+    assert_eq!(again.derived[0].bytes, body);
+}
+
+#[test]
+fn a_chunked_body_with_trailers_stays_edited_as_its_chunks() {
+    let msg = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Checksum: 1\r\n\r\n".to_vec();
+    let m = decode(S2C, &msg);
+    let tree = Http1.edit_tree(&m);
+    assert_eq!(tree, m.tree);
+    assert_eq!(Http1.encode(&tree).unwrap(), msg);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Compressed (and chunked) JSON bodies: unedited they go out byte for byte; an edited
+    /// value comes back decoded from the re-encoded message.
+    #[test]
+    fn compressed_json_bodies_round_trip_and_take_edits(
+        values in proptest::collection::vec("[a-zA-Z0-9 ]{0,30}", 1..6),
+        new in "[a-zA-Z0-9 ]{0,60}",
+        chunked in any::<bool>(),
+        deflate in any::<bool>(),
+    ) {
+        let object: serde_json::Map<String, serde_json::Value> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("k{i}"), serde_json::Value::String(v.clone())))
+            .collect();
+        let json = serde_json::to_vec(&object).unwrap();
+        let packed = if deflate {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&json).unwrap();
+            e.finish().unwrap()
+        } else {
+            gzip(&json)
+        };
+        let encoding = if deflate { "deflate" } else { "gzip" };
+        let mut msg = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: {encoding}\r\n").into_bytes();
+        if chunked {
+            msg.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+            for part in packed.chunks(17) {
+                write!(msg, "{:x}\r\n", part.len()).unwrap();
+                msg.extend_from_slice(part);
+                msg.extend_from_slice(b"\r\n");
+            }
+            msg.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            write!(msg, "Content-Length: {}\r\n\r\n", packed.len()).unwrap();
+            msg.extend_from_slice(&packed);
+        }
+        let m = decode(S2C, &msg);
+        let mut tree = Http1.edit_tree(&m);
+        prop_assert_eq!(Http1.encode(&tree).unwrap(), msg.clone());
+        set_json(&mut tree, "k0", &new);
+        let out = Http1.encode(&tree).unwrap();
+        let again = decode(S2C, &out);
+        prop_assert!(!again.is_error(), "{:#?}", again.tree);
+        let decoded = again.derived.iter().find(|d| d.name == "body (decoded)").unwrap();
+        let mut expected = object.clone();
+        expected.insert("k0".into(), serde_json::Value::String(new.clone()));
+        let got: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&decoded.bytes).unwrap();
+        prop_assert_eq!(got, expected);
+    }
 }

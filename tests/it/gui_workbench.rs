@@ -522,3 +522,76 @@ fn a_login_edited_in_the_window_is_resent_to_the_fesl_emulator_and_repeated() {
     );
     drop(client);
 }
+
+#[test]
+fn the_editor_offers_decoded_body_and_decompressed_payload_fields_and_encodes_them_back() {
+    use gamewire::dissect::{Context, Dissector, Registry};
+    use gamewire::gui::editor::{EditSource, Editor};
+    use std::sync::Arc;
+
+    let registry = Registry::standard();
+    let context = Arc::new(Context::default());
+    let source = |direction| EditSource::Packet {
+        packet: PacketId(0),
+        route: None,
+        connection: ConnectionId(0),
+        direction,
+    };
+
+    // A gzip JSON response: the JSON fields are offered; the edit goes out gzip-compressed.
+    let json = br#"{"displayname":"TestCommander"}"#;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(json).unwrap();
+    let gz = gz.finish().unwrap();
+    let mut response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+        gz.len()
+    )
+    .into_bytes();
+    response.extend_from_slice(&gz);
+    let mut editor = Editor::new(
+        &registry,
+        context.clone(),
+        source(Direction::ServerToClient),
+        Some("http"),
+        response.clone(),
+    );
+    assert_eq!(
+        editor.encoded().unwrap(),
+        &response[..],
+        "unedited: as it came"
+    );
+    assert!(editor.set_field("body.json.displayname", "Renamed"));
+    let out = editor.encoded().unwrap().to_vec();
+    let http = registry.get("http").unwrap();
+    let again = http
+        .decoder(Direction::ServerToClient, &context)
+        .decode(&out);
+    assert!(!again.is_error(), "{:#?}", again.tree);
+    let decoded = again
+        .derived
+        .iter()
+        .find(|d| d.name == "body (decoded)")
+        .expect("still gzip");
+    assert_eq!(decoded.bytes, br#"{"displayname":"Renamed"}"#);
+
+    // A zstd-compressed Hytale packet: its decompressed data is the field.
+    let plain: Vec<u8> = (0..5_000u32).map(|i| (i % 11) as u8).collect();
+    let packet = gamewire::dissect::hytale::packet(131, &plain).unwrap();
+    let mut editor = Editor::new(
+        &registry,
+        context.clone(),
+        source(Direction::ServerToClient),
+        Some("hytale"),
+        packet.clone(),
+    );
+    assert_eq!(editor.encoded().unwrap(), &packet[..]);
+    assert!(editor.set_field("data", "0102030405"));
+    let out = editor.encoded().unwrap().to_vec();
+    let hytale = registry.get("hytale").unwrap();
+    let again = hytale
+        .decoder(Direction::ServerToClient, &context)
+        .decode(&out);
+    assert_eq!(again.derived[0].bytes, [1, 2, 3, 4, 5]);
+    assert!(out != packet);
+}
