@@ -84,32 +84,41 @@ fn invalid(buf: &[u8], start: usize, reason: &'static str) -> Node {
     }
 }
 
-/// Appends a node and returns it for further filling. The node is written in place in the
-/// vector (building it first and pushing it would copy the large struct several times).
+/// Appends a node and returns it for further filling. The node is written straight into
+/// the vector's spare capacity: `Vec::push` takes the node by value, so it is built on the
+/// stack before the push may grow the vector and then copied (a libc `memcpy` call for a
+/// struct this size, the largest single cost of decoding before this was done).
 #[inline(always)]
 fn put<'o>(
     out: &'o mut Vec<Node>,
-    name: Cow<'static, str>,
+    name: &'static str,
     range: Range<usize>,
     value: Value,
     tag: Option<u64>,
     kind: &'static str,
 ) -> &'o mut Node {
-    // Every field spelled out (no `..Default::default()`), so the node is written straight
-    // into the vector's buffer rather than built on the stack and copied.
-    out.push(Node {
-        name,
-        value,
-        display: None,
-        range,
-        children: Vec::new(),
-        derived: false,
-        error: None,
-        tag,
-        kind: Some(Cow::Borrowed(kind)),
-    });
-    let last = out.len() - 1;
-    &mut out[last]
+    if out.len() == out.capacity() {
+        out.reserve(1);
+    }
+    let len = out.len();
+    if let Some(slot) = out.spare_capacity_mut().first_mut() {
+        slot.write(Node {
+            name: Cow::Borrowed(name),
+            value,
+            display: None,
+            range,
+            children: Vec::new(),
+            derived: false,
+            error: None,
+            tag,
+            kind: Some(Cow::Borrowed(kind)),
+        });
+        // SAFETY: the slot at index `len` (the first spare one, which `reserve` guaranteed
+        // exists) was fully initialised by the `write` just above, so the first `len + 1`
+        // elements are initialised.
+        unsafe { out.set_len(len + 1) };
+    }
+    &mut out[len]
 }
 
 /// Names of fields 0..=32 without a schema, and of packed elements `[0]`..`[31]`, without
@@ -131,11 +140,42 @@ fn number_name(n: u64) -> Cow<'static, str> {
     }
 }
 
-fn index_name(i: usize) -> Cow<'static, str> {
-    match INDICES.get(i) {
-        Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(format!("[{i}]")),
+/// [`put`] of a node named by its field number. The name is passed to `put` as a plain
+/// static string and only replaced afterwards in the rare case it has to be owned: a
+/// `Cow` chosen before the call is materialised on the stack and copied, with a
+/// store-forwarding stall on every node.
+#[inline(always)]
+fn put_number<'o>(
+    out: &'o mut Vec<Node>,
+    number: u64,
+    range: Range<usize>,
+    value: Value,
+    tag: Option<u64>,
+    kind: &'static str,
+) -> &'o mut Node {
+    let table = usize::try_from(number).ok().and_then(|i| NUMBERS.get(i));
+    let node = put(out, table.copied().unwrap_or(""), range, value, tag, kind);
+    if table.is_none() {
+        node.name = Cow::Owned(number.to_string());
     }
+    node
+}
+
+/// [`put`] of the next packed element, named by its index (see [`put_number`]).
+#[inline(always)]
+fn put_element<'o>(
+    out: &'o mut Vec<Node>,
+    range: Range<usize>,
+    value: Value,
+    kind: &'static str,
+) -> &'o mut Node {
+    let i = out.len();
+    let table = INDICES.get(i);
+    let node = put(out, table.copied().unwrap_or(""), range, value, None, kind);
+    if table.is_none() {
+        node.name = Cow::Owned(format!("[{i}]"));
+    }
+    node
 }
 
 /// The protobuf type name of a field kind (what `kind` holds).
@@ -336,6 +376,7 @@ impl<'p> Ctx<'p> {
     }
 
     /// A raw scalar as read from the wire (varint value, or fixed bits), typed.
+    #[inline(always)]
     fn typed_scalar(self, ty: Ty, raw: u64) -> (Value, Option<String>) {
         match ty {
             Ty::Int32 | Ty::Int64 => (Value::Int(raw as i64), None),
@@ -434,7 +475,9 @@ impl<'p> Ctx<'p> {
                     return Err("group without its end-group tag");
                 }
                 let range = tag_start..inner.end;
-                put(out, name, range, Value::None, Some(number), "group").children = inner.nodes;
+                let node = put(out, "", range, Value::None, Some(number), "group");
+                node.name = name;
+                node.children = inner.nodes;
                 Ok(inner.end)
             }
             6 => Err("invalid wire type 6"),
@@ -443,6 +486,7 @@ impl<'p> Ctx<'p> {
     }
 
     /// A varint or fixed-width field.
+    #[inline(always)]
     fn scalar_node(
         self,
         out: &mut Vec<Node>,
@@ -456,8 +500,7 @@ impl<'p> Ctx<'p> {
             && scalar_wire(f.ty) == Some(wire)
         {
             let (value, display) = self.typed_scalar(f.ty, raw);
-            let name = Cow::Borrowed(f.name);
-            put(out, name, range, value, Some(number), ty_name(f.ty)).display = display;
+            put(out, f.name, range, value, Some(number), ty_name(f.ty)).display = display;
             return;
         }
         let kind = match wire {
@@ -465,14 +508,7 @@ impl<'p> Ctx<'p> {
             WIRE_FIXED64 => "fixed64",
             _ => "fixed32",
         };
-        put(
-            out,
-            number_name(number),
-            range,
-            Value::UInt(raw),
-            Some(number),
-            kind,
-        );
+        put_number(out, number, range, Value::UInt(raw), Some(number), kind);
     }
 
     /// A length-delimited field: typed by the schema where it says so, else guessed.
@@ -492,7 +528,7 @@ impl<'p> Ctx<'p> {
         let data = buf.get(ds..de).unwrap_or_default();
         let tag = Some(number);
         if let Some(f) = field {
-            let name = Cow::Borrowed(f.name);
+            let name = f.name;
             match f.ty {
                 Ty::String => {
                     match std::str::from_utf8(data) {
@@ -550,8 +586,7 @@ impl<'p> Ctx<'p> {
                 while pos < de {
                     let (raw, next) = read_varint(body, pos).ok()?;
                     let (value, display) = self.typed_scalar(ty, raw);
-                    let name = index_name(children.len());
-                    put(&mut children, name, pos..next, value, None, elem_kind).display = display;
+                    put_element(&mut children, pos..next, value, elem_kind).display = display;
                     pos = next;
                 }
             }
@@ -568,9 +603,8 @@ impl<'p> Ctx<'p> {
                         u64::from(u32::from_le_bytes(read_fixed::<4>(body, pos)?))
                     };
                     let (value, display) = self.typed_scalar(ty, raw);
-                    let name = index_name(children.len());
                     let range = pos..pos + size;
-                    put(&mut children, name, range, value, None, elem_kind).display = display;
+                    put_element(&mut children, range, value, elem_kind).display = display;
                     pos += size;
                 }
             }
@@ -593,27 +627,21 @@ impl<'p> Ctx<'p> {
         depth: usize,
     ) {
         let data = buf.get(ds..de).unwrap_or_default();
-        let name = number_name(number);
         let tag = Some(number);
         let text = is_text(data);
         if depth < MAX_DEPTH && !data.is_empty() && !text && looks_like_message(data) {
             let children = self.fields(&buf[..de], ds, None, depth + 1, None).nodes;
-            put(out, name, range, Value::None, tag, "message").children = children;
+            put_number(out, number, range, Value::None, tag, "message").children = children;
         } else if text {
             // is_text checked UTF-8.
             let text = std::str::from_utf8(data).unwrap_or_default();
-            put(
-                out,
-                name,
-                range,
-                Value::Text(text.to_owned()),
-                tag,
-                "string",
-            );
+            let value = Value::Text(text.to_owned());
+            put_number(out, number, range, value, tag, "string");
         } else if let Some(children) = packed_varints(data, ds) {
-            put(out, name, range, Value::None, tag, "packed varint").children = children;
+            put_number(out, number, range, Value::None, tag, "packed varint").children = children;
         } else {
-            put(out, name, range, Value::Bytes(data.to_vec()), tag, "bytes");
+            let value = Value::Bytes(data.to_vec());
+            put_number(out, number, range, value, tag, "bytes");
         }
     }
 }
@@ -694,13 +722,10 @@ fn packed_varints(data: &[u8], base: usize) -> Option<Vec<Node>> {
     let mut pos = 0;
     while pos < data.len() {
         let (v, next) = read_canonical(data, pos)?;
-        let name = index_name(children.len());
-        put(
+        put_element(
             &mut children,
-            name,
             base + pos..base + next,
             Value::UInt(v),
-            None,
             "varint",
         );
         pos = next;

@@ -33,14 +33,19 @@ impl VarintError {
 }
 
 /// Reads a varint at `pos`; returns the value and the position after it.
-#[inline]
+#[inline(always)]
 pub fn read_varint(buf: &[u8], pos: usize) -> Result<(u64, usize), VarintError> {
-    // Fast path: one byte.
+    // Fast path, inlined into every caller: one byte (most tags, lengths and small values).
     if let Some(&b) = buf.get(pos)
         && b < 0x80
     {
         return Ok((u64::from(b), pos + 1));
     }
+    read_varint_long(buf, pos)
+}
+
+#[inline(never)]
+fn read_varint_long(buf: &[u8], pos: usize) -> Result<(u64, usize), VarintError> {
     let mut value: u64 = 0;
     for i in 0..10 {
         let Some(&b) = buf.get(pos + i) else {
