@@ -113,7 +113,7 @@ impl Pipe {
 }
 
 /// One direction's pipes: `forward` carries a read to the other socket, `record` a copy of
-/// its pages to the capture.
+/// its pages to the capture (two pipes, four descriptors).
 pub(super) struct ZeroCopy {
     from: Arc<TcpStream>,
     to: Arc<TcpStream>,
@@ -129,9 +129,9 @@ impl ZeroCopy {
         }
     }
 
-    /// The pipes, made on first use (a connection that never carries data costs no
-    /// descriptors). `tee` cannot copy part of a pipe, so the record pipe must hold at least
-    /// what the forward pipe can.
+    /// The pipes (four descriptors per direction), made by [`ZeroCopy::prepare`] and again
+    /// after a failure left their contents unknown. `tee` cannot copy part of a pipe, so the
+    /// record pipe must hold at least what the forward pipe can.
     fn pipes(&mut self) -> io::Result<&(Pipe, Pipe)> {
         if self.pipes.is_none() {
             let forward = Pipe::new()?;
@@ -150,8 +150,8 @@ impl ZeroCopy {
             .ok_or_else(|| io::Error::other("pipes missing"))
     }
 
-    /// Makes the pipes now, so that a failure (out of descriptors) can fall back to copying
-    /// before any byte is taken.
+    /// Makes the pipes when the relay starts, so that a failure (out of descriptors) falls
+    /// back to copying before any byte is taken.
     pub fn prepare(&mut self) -> io::Result<()> {
         self.pipes().map(|_| ())
     }
