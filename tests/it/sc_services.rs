@@ -632,10 +632,16 @@ fn wait_idle(engine: &Engine) {
         if data.connection_count() > 0 && data.connections().iter().all(|c| c.closed.is_some()) {
             return;
         }
+        let open: Vec<String> = data
+            .connections()
+            .iter()
+            .filter(|c| c.closed.is_none())
+            .map(|c| format!("{:?} {} -> {}", c.route, c.client, c.server))
+            .collect();
         drop(data);
         assert!(
             start.elapsed() < Duration::from_secs(15),
-            "connections never closed"
+            "connections never closed: {open:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
