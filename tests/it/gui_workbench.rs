@@ -525,7 +525,7 @@ fn a_login_edited_in_the_window_is_resent_to_the_fesl_emulator_and_repeated() {
 
 #[test]
 fn the_editor_offers_decoded_body_and_decompressed_payload_fields_and_encodes_them_back() {
-    use gamewire::dissect::{Context, Dissector, Registry};
+    use gamewire::dissect::{Context, Registry};
     use gamewire::gui::editor::{EditSource, Editor};
     use std::sync::Arc;
 
