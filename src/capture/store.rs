@@ -243,7 +243,7 @@ impl StoreData {
     pub fn add_connection(&mut self, mut conn: Connection) -> ConnectionId {
         let id = ConnectionId(self.connections.len() as u64);
         conn.id = id;
-        self.journal_with(|j| j.write_connection(&conn));
+        self.journal_with(|j, _| j.write_connection(&conn));
         self.connections.push(conn);
         self.per_connection.push(Vec::new());
         id
@@ -263,7 +263,7 @@ impl StoreData {
         change(conn);
         conn.id = id;
         let snapshot = conn.clone();
-        self.journal_with(|j| j.write_connection(&snapshot));
+        self.journal_with(|j, _| j.write_connection(&snapshot));
         Ok(())
     }
 
@@ -307,7 +307,7 @@ impl StoreData {
             Some(name) => {
                 let (id, fresh) = self.labels.intern(name);
                 if fresh {
-                    self.journal_with(|j| j.write_label(id, name));
+                    self.journal_with(|j, _| j.write_label(id, name));
                 }
                 id
             }
@@ -435,26 +435,32 @@ impl StoreData {
         });
         self.per_connection[conn_index].push(id.0 as u32);
         self.raw_bytes += u64::from(span.len);
-        if let Some(journal) = self.journal.as_mut() {
-            let data = self.arena.get(span);
-            let original = (original_index != NO_ORIGINAL)
-                .then(|| self.arena.get(self.originals[original_index as usize]));
-            if let Err(e) = journal.write_packet(
-                id, connection, direction, timestamp, label_id, flags, data, original,
-            ) {
-                tracing::error!(error = %e, "capture file write failed; capture continues in memory");
-                self.journal_error = Some(e.to_string());
-                self.journal = None;
-            }
-        }
+        let original =
+            (original_index != NO_ORIGINAL).then(|| self.originals[original_index as usize]);
+        self.journal_with(|j, arena| {
+            j.write_packet(
+                id,
+                connection,
+                direction,
+                timestamp,
+                label_id,
+                flags,
+                arena.get(span),
+                original.map(|o| arena.get(o)),
+            )
+        });
         id
     }
 
     /// Runs one journal write. A failing journal (disk full, file removed) is detached and its
     /// error kept, so capture continues in memory and nothing already captured is lost.
-    fn journal_with(&mut self, write: impl FnOnce(&mut Journal) -> Result<(), JournalError>) {
+    /// The closure gets the arena too, for packet bytes already stored.
+    fn journal_with(
+        &mut self,
+        write: impl FnOnce(&mut Journal, &Arena) -> Result<(), JournalError>,
+    ) {
         if let Some(journal) = self.journal.as_mut()
-            && let Err(e) = write(journal)
+            && let Err(e) = write(journal, &self.arena)
         {
             tracing::error!(error = %e, "capture file write failed; capture continues in memory");
             self.journal_error = Some(e.to_string());

@@ -208,15 +208,7 @@ impl ZeroCopy {
     /// fills `buf` from the forward pipe and drops the record pipe's copy.
     pub fn take_out(&mut self, buf: &mut [u8]) -> io::Result<()> {
         let (forward, record) = self.pipes()?;
-        let mut filled = 0;
-        while filled < buf.len() {
-            match rustix::io::read(&forward.read, &mut buf[filled..]) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(k) => filled += k,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        read_full(&forward.read, buf)?;
         discard(&record.read, buf.len())
     }
 
@@ -262,15 +254,27 @@ fn copy_pages(forward: &Pipe, record: &Pipe, n: usize) -> io::Result<()> {
     }
 }
 
+/// Fills `buf` from a pipe that holds at least that many bytes.
+fn read_full(pipe: &OwnedFd, buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match rustix::io::read(pipe, &mut buf[filled..]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(k) => filled += k,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// Reads and drops `n` bytes from a pipe.
 fn discard(pipe: &OwnedFd, mut n: usize) -> io::Result<()> {
     let mut scratch = vec![0u8; n.min(PIPE_SIZE)];
     while n > 0 {
         let want = n.min(scratch.len());
-        match rustix::io::read(pipe, &mut scratch[..want])? {
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            k => n -= k,
-        }
+        read_full(pipe, &mut scratch[..want])?;
+        n -= want;
     }
     Ok(())
 }
@@ -315,24 +319,12 @@ impl ByteSource for PipeSource<'_> {
     fn move_to_vec(&mut self, out: &mut Vec<u8>, len: usize) -> io::Result<()> {
         let start = out.len();
         out.resize(start + len, 0);
-        let mut filled = start;
-        while filled < out.len() {
-            match rustix::io::read(self.pipe, &mut out[filled..]) {
-                Ok(0) => {
-                    out.truncate(filled);
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-                Ok(k) => {
-                    filled += k;
-                    self.left -= k.min(self.left);
-                }
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => {
-                    out.truncate(filled);
-                    return Err(e.into());
-                }
-            }
+        if let Err(e) = read_full(self.pipe, &mut out[start..]) {
+            // What was read is lost with the packet; the caller drains the rest.
+            out.truncate(start);
+            return Err(e);
         }
+        self.left -= len.min(self.left);
         Ok(())
     }
 }

@@ -451,12 +451,7 @@ impl Pump<'_> {
         let mut inject_open = true;
         let end = loop {
             // Breakpoints need the bytes in hand to frame and hold messages.
-            let dissector = self
-                .settings
-                .dissector
-                .as_ref()
-                .filter(|_| self.shared.interceptor.watches(&self.settings.route));
-            let splicing = dissector.is_none() && zero_copy.is_some();
+            let splicing = self.watching().is_none() && zero_copy.is_some();
             let read = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break End::Stopped,
@@ -489,11 +484,7 @@ impl Pump<'_> {
             };
             self.activity.touch();
             // A breakpoint set while the read was waiting must still see these bytes.
-            let dissector = self
-                .settings
-                .dissector
-                .as_ref()
-                .filter(|_| self.shared.interceptor.watches(&self.settings.route));
+            let dissector = self.watching();
             let mut piped = splicing;
             if let Some(z) = zero_copy.as_mut().filter(|_| piped && dissector.is_some()) {
                 if let Err(e) = z.take_out(&mut buf[..n]) {
@@ -546,6 +537,14 @@ impl Pump<'_> {
             let _ = to.shutdown().await;
         }
         end
+    }
+
+    /// The route's dissector while breakpoints watch the route.
+    fn watching(&self) -> Option<&Arc<dyn Dissector>> {
+        self.settings
+            .dissector
+            .as_ref()
+            .filter(|_| self.shared.interceptor.watches(&self.settings.route))
     }
 
     async fn inject(&self, to: &mut BoxWrite, injection: Injection) -> io::Result<()> {
