@@ -2,6 +2,10 @@
 //! - bulk: one connection streaming 64 MiB into a sink; target >= 50% of direct;
 //! - ping-pong: 64-byte request/response round trips; target: added p50 <= 100 µs.
 //!
+//! - a bare relay (two threads copying, nothing recorded) runs beside them as a reference: what
+//!   any relay reaches on this machine, since one more TCP hop and thread cost the same here
+//!   whatever the relay does.
+//!
 //! Run with `cargo bench --no-default-features --bench tap`. The summary lines printed first
 //! are the figures the issue asks for; criterion's numbers follow (`TAP_SUMMARY_ONLY=1` stops
 //! after the summary).
@@ -52,6 +56,37 @@ fn sink_server() -> SocketAddr {
                 }
                 let _ = s.write_all(b"k");
             });
+        }
+    });
+    addr
+}
+
+/// The simplest relay there is: per connection, one blocking thread per direction copying
+/// through a 256 KiB buffer, nothing recorded.
+fn bare_relay(upstream: SocketAddr) -> SocketAddr {
+    fn pump(mut from: TcpStream, mut to: TcpStream) {
+        let mut buf = vec![0u8; 256 << 10];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(server) = TcpStream::connect(upstream) else {
+                continue;
+            };
+            let _ = (client.set_nodelay(true), server.set_nodelay(true));
+            let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+                continue;
+            };
+            thread::spawn(move || pump(client, server));
+            thread::spawn(move || pump(s2, c2));
         }
     });
     addr
@@ -124,30 +159,45 @@ fn engine_in_front_of(server: SocketAddr) -> (Engine, SocketAddr, tempfile::Temp
     (engine, addr, dir)
 }
 
-fn summary(server: SocketAddr, tap: SocketAddr) {
-    // Direct and tapped runs alternate, so a drift in the machine's speed (a shared virtual
+fn summary(server: SocketAddr, tap: SocketAddr, bare: SocketAddr) {
+    // Direct, tapped and bare-relay runs alternate, so a drift in the machine's speed (a shared virtual
     // machine drifts by a factor of two within minutes) weighs on both alike; each pair gives
-    // one ratio.
+    // one ratio each.
     const PAIRS: usize = 7;
     let mut direct = Vec::new();
     let mut tapped = Vec::new();
+    let mut bare_runs = Vec::new();
     let mut ratios = Vec::new();
+    let mut bare_ratios = Vec::new();
     for _ in 0..PAIRS {
         let d = bulk(server, BULK);
         let t = bulk(tap, BULK);
+        let b = bulk(bare, BULK);
         ratios.push(100.0 * d.as_secs_f64() / t.as_secs_f64());
+        bare_ratios.push(100.0 * d.as_secs_f64() / b.as_secs_f64());
         direct.push(d);
         tapped.push(t);
+        bare_runs.push(b);
     }
     let mbps = |d: Duration| BULK as f64 / d.as_secs_f64() / 1e6;
+    let in_order: Vec<String> = ratios.iter().map(|r| format!("{r:.0}%")).collect();
     ratios.sort_by(f64::total_cmp);
     println!(
-        "bulk 64 MiB, {PAIRS} alternating runs: direct median {:.0} MB/s, through tap (recording) median {:.0} MB/s; tap/direct per pair: median {:.0}% (min {:.0}%, max {:.0}%) (target >= 50%)",
+        "bulk 64 MiB, {PAIRS} alternating runs: direct median {:.0} MB/s, through tap (recording) median {:.0} MB/s; tap/direct per pair: median {:.0}% (min {:.0}%, max {:.0}%; in run order {}) (target >= 50%)",
         mbps(percentile(&mut direct, 0.5)),
         mbps(percentile(&mut tapped, 0.5)),
         ratios[PAIRS / 2],
         ratios[0],
         ratios[PAIRS - 1],
+        in_order.join(" "),
+    );
+    bare_ratios.sort_by(f64::total_cmp);
+    println!(
+        "reference, same runs: a bare relay (two threads copying, nothing recorded) median {:.0} MB/s, {:.0}% of direct (min {:.0}%, max {:.0}%)",
+        mbps(percentile(&mut bare_runs, 0.5)),
+        bare_ratios[PAIRS / 2],
+        bare_ratios[0],
+        bare_ratios[PAIRS - 1],
     );
     let mut d = ping_pong(server, 20_000);
     let mut t = ping_pong(tap, 20_000);
@@ -166,7 +216,7 @@ fn summary(server: SocketAddr, tap: SocketAddr) {
 fn benches(c: &mut Criterion) {
     let server = sink_server();
     let (engine, tap, _dir) = engine_in_front_of(server);
-    summary(server, tap);
+    summary(server, tap, bare_relay(server));
     if std::env::var_os("TAP_SUMMARY_ONLY").is_some() {
         return;
     }
