@@ -7,6 +7,10 @@
 //! the benchmark thread's own CPU time (from `/proc/thread-self/schedstat`, Linux), which is
 //! what "one core" means on a shared machine where the thread is not always running.
 
+/// The program's allocator (see `src/main.rs`), so figures are the program's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Duration;

@@ -4,6 +4,10 @@
 //! connections up to 1,000,000 packets, decoded once with the real dissectors, so dissected
 //! fields are looked up in real trees. Run with `cargo bench --bench filter`.
 
+/// The program's allocator (see `src/main.rs`), so figures are the program's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};

@@ -5,6 +5,10 @@
 //!
 //! `cargo bench --bench gui_frame` (release profile). Set GW_FRAMES to change the frame count.
 
+/// The program's allocator (see `src/main.rs`), so figures are the program's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

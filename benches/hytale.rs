@@ -4,6 +4,10 @@
 //!
 //! Run with `cargo bench --no-default-features --bench hytale`.
 
+/// The program's allocator (see `src/main.rs`), so figures are the program's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -4,6 +4,10 @@
 //! Run with `cargo bench --bench proxy`. Before criterion's timings it prints the measured
 //! requests/s of both paths and their ratio, from one run on the same machine.
 
+/// The program's allocator (see `src/main.rs`), so figures are the program's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::net::SocketAddr;

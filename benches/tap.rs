@@ -10,6 +10,10 @@
 //! are the figures the issue asks for; criterion's numbers follow (`TAP_SUMMARY_ONLY=1` stops
 //! after the summary).
 
+/// The program's allocator (see `src/main.rs`), so figures are the program's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
