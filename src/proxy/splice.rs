@@ -140,9 +140,13 @@ impl ZeroCopy {
             if r < f {
                 forward.resize(r)?;
             }
-            if forward.capacity()? > record.capacity()? {
+            let (f, r) = (forward.capacity()?, record.capacity()?);
+            if f > r {
                 return Err(io::Error::other("pipes of unequal size"));
             }
+            // A pipe the kernel kept small makes every read small: worth seeing when a tap
+            // is slow.
+            tracing::debug!(forward = f, record = r, "splice pipes ready");
             self.pipes = Some((forward, record));
         }
         self.pipes
