@@ -126,3 +126,26 @@ pub fn assert_same_capture(a: &StoreData, b: &StoreData) {
 pub fn gamewire_bin() -> &'static str {
     env!("CARGO_BIN_EXE_gamewire")
 }
+
+/// A free TCP port on 127.0.0.1 for a server the test configures by address.
+///
+/// Taken below the kernel's ephemeral range (32768 and up on Linux), so the port cannot be
+/// handed to some other socket's `connect` or `bind(0)` between this check and the server's
+/// own bind, as a port freed by `bind("127.0.0.1:0")` can under parallel tests. Ports are
+/// handed out in turn from a per-process start, so tests in one run never get the same one.
+pub fn free_port() -> std::net::SocketAddr {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % u32::from(SPAN)) as u16;
+    for _ in 0..SPAN {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        let port = LOW + (start + step) % SPAN;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no free port between {LOW} and {}", LOW + SPAN)
+}

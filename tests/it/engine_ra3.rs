@@ -2,20 +2,14 @@
 //! the taps in front of them; the scripted client logs in through the taps, and the capture
 //! holds the whole session, decoded without errors.
 
-use std::net::{SocketAddr, TcpListener};
+use crate::common::free_port;
+use std::net::SocketAddr;
 
 use gamewire::dissect::registry::Registry;
 use gamewire::dissect::session::decode_capture;
 use gamewire::engine::config::{Config, ServerConfig, TapConfig};
 use gamewire::engine::{Engine, RouteState, StartOptions};
 use gamewire::security::{TEST_EMAIL, TEST_PASSWORD};
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 fn running(engine: &Engine, name: &str) -> SocketAddr {
     match engine

@@ -4,8 +4,9 @@
 //! the demo logs in through a real engine's taps.
 #![cfg(feature = "gui")]
 
+use crate::common::free_port;
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -261,13 +262,6 @@ fn the_audit_pane_lists_logins_and_errors() {
     harness.get_by_label("login ok");
     harness.get_by_label_contains("accounts database is locked");
     assert!(harness.query_by_label_contains("display noise").is_none());
-}
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 fn engine(dir: &Path) -> Engine {

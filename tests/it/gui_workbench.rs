@@ -3,6 +3,7 @@
 //! released from the window, and a message edited and resent to the real FESL emulator.
 #![cfg(feature = "gui")]
 
+use crate::common::free_port;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -347,13 +348,6 @@ fn a_breakpoint_added_in_the_window_holds_a_login_until_forward_is_clicked() {
             .engine()
             .is_some_and(|e| e.breakpoints().is_empty())
     );
-}
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
 }
 
 /// The FESL emulator behind a tap, on free ports.

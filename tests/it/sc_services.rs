@@ -4,9 +4,10 @@
 //! our JWKS, Python grpcio with stubs generated from `proto/` by grpcio-tools, raw sockets
 //! on diffusion, and the scripted client. The captures decode with names from `proto/`.
 
+use crate::common::free_port;
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -23,13 +24,6 @@ use gamewire::security::{HashCost, Store, TEST_EMAIL, TEST_PASSWORD};
 use gamewire::servers::sc::CatchallRule;
 use gamewire::servers::sc_client::{ScClientOptions, run_flow};
 use prost::Message as _;
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 struct Sc {
     engine: Engine,
