@@ -1,7 +1,6 @@
 //! A TCP tap against direct loopback, in the same run, with recording on:
 //! - bulk: one connection streaming 64 MiB into a sink; target >= 50% of direct;
-//! - ping-pong: 64-byte request/response round trips; target: added p50 <= 100 µs.
-//!
+//! - ping-pong: 64-byte request/response round trips; target: added p50 <= 100 µs;
 //! - a bare relay (two threads copying, nothing recorded) runs beside them as a reference: what
 //!   any relay reaches on this machine, since one more TCP hop and thread cost the same here
 //!   whatever the relay does.
@@ -164,9 +163,9 @@ fn engine_in_front_of(server: SocketAddr) -> (Engine, SocketAddr, tempfile::Temp
 }
 
 fn summary(server: SocketAddr, tap: SocketAddr, bare: SocketAddr) {
-    // Direct, tapped and bare-relay runs alternate, so a drift in the machine's speed (a shared virtual
-    // machine drifts by a factor of two within minutes) weighs on both alike; each pair gives
-    // one ratio each.
+    // Direct, tapped and bare-relay runs alternate, so a drift in the machine's speed (a
+    // shared virtual machine drifts by a factor of two within minutes) weighs on all alike;
+    // each round gives one ratio per relay.
     const PAIRS: usize = 7;
     let mut direct = Vec::new();
     let mut tapped = Vec::new();
