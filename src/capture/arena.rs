@@ -12,6 +12,8 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
+use super::page_window::PageWindow;
+
 /// Packet bytes that arrive through the kernel rather than through a buffer of ours (a
 /// pipe that a socket was spliced into): the source moves them into the capture itself, so
 /// a file-backed capture takes them in without a copy through user space.
@@ -81,6 +83,17 @@ struct Backing {
     file: File,
     /// Bytes of the file handed out to chunks so far.
     used: u64,
+    /// Keeps only the newest bytes in the page cache (None where that cannot be done).
+    window: Option<PageWindow>,
+}
+
+impl Backing {
+    /// Bytes up to `end` of the file are written.
+    fn wrote_to(&mut self, end: u64) {
+        if let Some(w) = &mut self.window {
+            w.advance(end);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -94,9 +107,12 @@ impl Arena {
     /// nothing is left behind however the process ends. Chunks already made stay where they
     /// are.
     pub fn use_temp_file(&mut self, dir: &Path) -> std::io::Result<()> {
+        let file = temp_file(dir)?;
+        let window = PageWindow::start(&file, 0);
         self.backing = Some(Backing {
-            file: temp_file(dir)?,
+            file,
             used: 0,
+            window,
         });
         Ok(())
     }
@@ -144,7 +160,7 @@ impl Arena {
             self.chunks.push(chunk);
         }
         let chunk_index = self.chunks.len() - 1;
-        let backing = self.backing.as_ref();
+        let backing = self.backing.as_mut();
         let Some(chunk) = self.chunks.last_mut() else {
             return Err(io::Error::other("no chunk to write to"));
         };
@@ -178,6 +194,7 @@ impl Arena {
                     return Ok(self.push(&bytes));
                 }
                 *written += len;
+                backing.wrote_to(at + len as u64);
             }
             (Chunk::Mapped { .. }, None) => {
                 let mut bytes = Vec::with_capacity(len);
@@ -204,11 +221,13 @@ impl Arena {
             Chunk::Mapped {
                 file_offset, len, ..
             } => {
-                let Some(backing) = &self.backing else {
+                let Some(backing) = &mut self.backing else {
                     return Err(std::io::Error::other("temporary file was given up"));
                 };
-                write_at(&backing.file, bytes, *file_offset + *len as u64)?;
+                let at = *file_offset + *len as u64;
+                write_at(&backing.file, bytes, at)?;
                 *len += bytes.len();
+                backing.wrote_to(at + bytes.len() as u64);
                 Ok(())
             }
         }
@@ -451,6 +470,45 @@ mod tests {
         assert_eq!(arena.get(before), b"earlier packet");
         let after = arena.push(b"later packet");
         assert_eq!(arena.get(after), b"later packet");
+    }
+
+    /// Pages the page-cache window dropped come back through the maps with their bytes.
+    #[test]
+    fn bytes_dropped_from_the_page_cache_read_back_through_the_maps() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut arena = Arena::default();
+        arena.use_temp_file(dir.path()).unwrap();
+        let mut stored = Vec::new();
+        let mut total = 0u64;
+        let mut i = 0usize;
+        while total < super::super::page_window::KEEP * 2 {
+            let bytes: Vec<u8> = (0..300_000 + i % 7).map(|j| (i * 13 + j) as u8).collect();
+            total += bytes.len() as u64;
+            // Half the bytes arrive as a spliced pipe would deliver them.
+            let span = if i.is_multiple_of(2) {
+                arena.push(&bytes)
+            } else {
+                let mut source = Held {
+                    bytes: bytes.clone(),
+                    taken: 0,
+                    fail_file_after: None,
+                };
+                arena.push_from(bytes.len(), &mut source).unwrap()
+            };
+            stored.push((span, bytes));
+            i += 1;
+        }
+        let Some(window) = arena.backing.as_ref().and_then(|b| b.window.as_ref()) else {
+            return; // no window on this platform
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while window.dropped() < super::super::page_window::KEEP / 2 {
+            assert!(std::time::Instant::now() < deadline, "no pages dropped");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        for (span, bytes) in &stored {
+            assert_eq!(arena.get(*span), &bytes[..]);
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod arena;
 pub mod files;
 pub mod gwcap;
 pub mod model;
+mod page_window;
 pub mod pcapng;
 pub mod sdjson;
 pub mod store;
