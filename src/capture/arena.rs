@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
-use super::page_window::PageWindow;
+use super::page_window::{self, PageWindow};
 
 /// Packet bytes that arrive through the kernel rather than through a buffer of ours (a
 /// pipe that a socket was spliced into): the source moves them into the capture itself, so
@@ -87,19 +87,12 @@ struct Backing {
     window: Option<PageWindow>,
 }
 
-impl Backing {
-    /// Bytes up to `end` of the file are written.
-    fn wrote_to(&mut self, end: u64) {
-        if let Some(w) = &mut self.window {
-            w.advance(end);
-        }
-    }
-}
-
 #[derive(Default)]
 pub(super) struct Arena {
     chunks: Vec<Chunk>,
     backing: Option<Backing>,
+    /// Chunks before this one have had their maps' pages released (see [`Arena::wrote_to`]).
+    released: usize,
 }
 
 impl Arena {
@@ -194,7 +187,8 @@ impl Arena {
                     return Ok(self.push(&bytes));
                 }
                 *written += len;
-                backing.wrote_to(at + len as u64);
+                let end = at + len as u64;
+                self.wrote_to(end);
             }
             (Chunk::Mapped { .. }, None) => {
                 let mut bytes = Vec::with_capacity(len);
@@ -227,9 +221,34 @@ impl Arena {
                 let at = *file_offset + *len as u64;
                 write_at(&backing.file, bytes, at)?;
                 *len += bytes.len();
-                backing.wrote_to(at + bytes.len() as u64);
+                self.wrote_to(at + bytes.len() as u64);
                 Ok(())
             }
+        }
+    }
+
+    /// The file holds bytes up to `end`: tells the page-cache window, and releases this
+    /// process's mappings of chunks that lie wholly behind it. The kernel never drops a page
+    /// from the page cache while a process maps it, and every packet anyone read (the
+    /// capture journal reads each one as it arrives) is mapped here.
+    fn wrote_to(&mut self, end: u64) {
+        let Some(window) = self.backing.as_mut().and_then(|b| b.window.as_mut()) else {
+            return;
+        };
+        window.advance(end);
+        let behind = end.saturating_sub(page_window::KEEP);
+        // The last chunk is still being written; it is released once a later one exists.
+        while self.released + 1 < self.chunks.len() {
+            if let Chunk::Mapped {
+                map, file_offset, ..
+            } = &self.chunks[self.released]
+            {
+                if *file_offset + map.len() as u64 > behind {
+                    break;
+                }
+                release_pages(map);
+            }
+            self.released += 1;
         }
     }
 
@@ -264,6 +283,21 @@ impl Arena {
         }
     }
 }
+
+/// Unmaps a chunk's pages from this process (it stays mapped; a later read faults them in).
+/// Only called with `&mut Arena`, so no slice of the map is borrowed.
+#[cfg(unix)]
+fn release_pages(map: &memmap2::Mmap) {
+    // SAFETY: the map is a shared, read-only map of the file, so a page touched again after
+    // this is read back from the file with the same bytes (written bytes are never
+    // rewritten), and the caller holds the arena exclusively, so nothing borrows the map.
+    if let Err(e) = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) } {
+        tracing::debug!("capture chunk pages not released: {e}");
+    }
+}
+
+#[cfg(not(unix))]
+fn release_pages(_map: &memmap2::Mmap) {}
 
 fn map_chunk(backing: &mut Backing, size: usize) -> std::io::Result<Chunk> {
     let capacity = size.div_ceil(MAP_ALIGN) * MAP_ALIGN;
@@ -472,16 +506,19 @@ mod tests {
         assert_eq!(arena.get(after), b"later packet");
     }
 
-    /// Pages the page-cache window dropped come back through the maps with their bytes.
+    /// Packets read as they arrive (as the capture journal does) still leave the page cache
+    /// once they are old, and come back through the maps with their bytes.
+    #[cfg(target_os = "linux")]
     #[test]
     fn bytes_dropped_from_the_page_cache_read_back_through_the_maps() {
+        use super::super::page_window::{KEEP, STEP, on_tmpfs, resident_pages};
         let dir = tempfile::tempdir().unwrap();
         let mut arena = Arena::default();
         arena.use_temp_file(dir.path()).unwrap();
         let mut stored = Vec::new();
         let mut total = 0u64;
         let mut i = 0usize;
-        while total < super::super::page_window::KEEP * 2 {
+        while total < KEEP * 3 {
             let bytes: Vec<u8> = (0..300_000 + i % 7).map(|j| (i * 13 + j) as u8).collect();
             total += bytes.len() as u64;
             // Half the bytes arrive as a spliced pipe would deliver them.
@@ -495,16 +532,26 @@ mod tests {
                 };
                 arena.push_from(bytes.len(), &mut source).unwrap()
             };
+            assert_eq!(arena.get(span), &bytes[..]);
             stored.push((span, bytes));
             i += 1;
         }
-        let Some(window) = arena.backing.as_ref().and_then(|b| b.window.as_ref()) else {
-            return; // no window on this platform
-        };
+        let backing = arena.backing.as_ref().unwrap();
+        let window = backing.window.as_ref().unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while window.dropped() < super::super::page_window::KEEP / 2 {
+        while window.dropped() < KEEP {
             assert!(std::time::Instant::now() < deadline, "no pages dropped");
             std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if !on_tmpfs(&backing.file) {
+            let used = backing.used as usize;
+            // The window, up to two steps of lag, and the chunks being written.
+            let most = (KEEP + 2 * STEP) as usize / 4096 + 2 * CHUNK_SIZE / 4096;
+            let cached = resident_pages(&backing.file, used);
+            assert!(
+                cached <= most,
+                "{cached} pages cached, at most {most} expected"
+            );
         }
         for (span, bytes) in &stored {
             assert_eq!(arena.get(*span), &bytes[..]);

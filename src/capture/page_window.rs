@@ -28,7 +28,7 @@ use std::time::Duration;
 pub(super) const KEEP: u64 = 64 << 20;
 
 /// Bytes written between two rounds of the thread.
-const STEP: u64 = 16 << 20;
+pub(super) const STEP: u64 = 16 << 20;
 
 /// Dropped ranges start and end at multiples of this (whole pages on every platform).
 const ALIGN: u64 = 64 << 10;
@@ -165,22 +165,29 @@ fn write_out_and_drop(_file: &File, _offset: u64, _len: u64) -> std::io::Result<
     Err(std::io::ErrorKind::Unsupported.into())
 }
 
+/// Pages of the first `len` bytes of `file` in the page cache, by `mincore` on a map of it.
+#[cfg(all(test, target_os = "linux"))]
+pub(super) fn resident_pages(file: &File, len: usize) -> usize {
+    // SAFETY: a test's own file, only read while mapped.
+    let map = unsafe { memmap2::MmapOptions::new().len(len).map(file) }.unwrap();
+    let mut vec = vec![0u8; len.div_ceil(4096)];
+    // SAFETY: `vec` has one byte per page of the mapped range, as mincore requires.
+    let r = unsafe { libc::mincore(map.as_ptr() as *mut _, len, vec.as_mut_ptr()) };
+    assert_eq!(r, 0);
+    vec.iter().filter(|&&b| b & 1 == 1).count()
+}
+
+/// Whether `file` is on tmpfs, whose pages are the file itself: nothing to write out or drop.
+#[cfg(all(test, target_os = "linux"))]
+pub(super) fn on_tmpfs(file: &File) -> bool {
+    const TMPFS_MAGIC: u64 = 0x0102_1994;
+    rustix::fs::fstatfs(file).is_ok_and(|s| s.f_type as u64 == TMPFS_MAGIC)
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
-
-    /// Pages of `file` in the page cache, by `mincore` on a map of it.
-    fn resident_pages(file: &File, len: usize) -> usize {
-        // SAFETY: the test's own file, not changed while mapped.
-        let map = unsafe { memmap2::MmapOptions::new().len(len).map(file) }.unwrap();
-        let page = 4096;
-        let mut vec = vec![0u8; len.div_ceil(page)];
-        // SAFETY: `vec` has one byte per page of the mapped range, as mincore requires.
-        let r = unsafe { libc::mincore(map.as_ptr() as *mut _, len, vec.as_mut_ptr()) };
-        assert_eq!(r, 0);
-        vec.iter().filter(|&&b| b & 1 == 1).count()
-    }
 
     #[test]
     fn old_pages_leave_the_cache_and_read_back_the_same() {
@@ -192,9 +199,7 @@ mod tests {
             .truncate(true)
             .open(dir.path().join("f"))
             .unwrap();
-        // tmpfs pages are the file itself: there is nothing to write out or drop.
-        const TMPFS_MAGIC: u64 = 0x0102_1994;
-        let on_tmpfs = rustix::fs::fstatfs(&file).is_ok_and(|s| s.f_type as u64 == TMPFS_MAGIC);
+        let on_tmpfs = on_tmpfs(&file);
         let total = (KEEP + 4 * STEP) as usize;
         let mut window = PageWindow::start(&file, 0).unwrap();
         let block: Vec<u8> = (0..1 << 20).map(|i| (i * 7 + i / 4096) as u8).collect();
