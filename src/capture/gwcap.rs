@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use super::model::{
     Connection, ConnectionId, Direction, PacketFlags, PacketId, Timestamp, TlsInfo, Transport,
 };
+use super::page_window::PageWindow;
 use super::store::StoreData;
 
 pub const MAGIC: &[u8; 8] = b"GWCAP\r\n\x1a";
@@ -246,7 +247,31 @@ fn put_opt_str(b: &mut Vec<u8>, v: Option<&str>) {
 /// The live, append-only writer behind [`super::CaptureStore::journal_to`].
 pub struct Journal {
     path: PathBuf,
-    writer: RecordWriter<BufWriter<File>>,
+    writer: RecordWriter<BufWriter<WindowedFile>>,
+}
+
+/// The journal's file, with only its newest bytes kept in the page cache (see
+/// [`super::page_window`]): a long live capture is written once and read back later, if at
+/// all, so there is no point crowding other programs' memory with it.
+struct WindowedFile {
+    file: File,
+    written: u64,
+    window: Option<PageWindow>,
+}
+
+impl Write for WindowedFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if let Some(w) = &mut self.window {
+            w.advance(self.written);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 impl Journal {
@@ -257,6 +282,12 @@ impl Journal {
             source,
         };
         let file = File::create(path).map_err(io_err)?;
+        let window = PageWindow::start(&file, 0);
+        let file = WindowedFile {
+            file,
+            written: 0,
+            window,
+        };
         let mut writer = RecordWriter::new(BufWriter::with_capacity(256 * 1024, file));
         writer.header().map_err(io_err)?;
         writer.snapshot(data).map_err(io_err)?;
@@ -314,7 +345,7 @@ impl Journal {
     /// Flushes and syncs to disk.
     pub fn finish(mut self) -> Result<(), JournalError> {
         self.flush()?;
-        let r = self.writer.out.get_ref().sync_all();
+        let r = self.writer.out.get_ref().file.sync_all();
         self.wrap(r)
     }
 }

@@ -682,6 +682,51 @@ mod tests {
         )
     }
 
+    /// A long live capture's journal file keeps only its newest bytes in the page cache, and
+    /// every packet reads back from it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_journal_file_leaves_the_page_cache_behind_it_and_loads_whole() {
+        use crate::capture::page_window::{KEEP, STEP, on_tmpfs, resident_pages};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("live.gwcap");
+        let store = Arc::new(CaptureStore::new());
+        store.journal_to(&path, Duration::from_millis(50)).unwrap();
+        let c = store.add_connection(conn());
+        let packet = |i: usize| -> Vec<u8> { (0..256 * 1024).map(|j| (i * 7 + j) as u8).collect() };
+        let count = ((KEEP + 4 * STEP) / (256 * 1024)) as usize;
+        for i in 0..count {
+            let p = NewPacket::new(c, Direction::ClientToServer, Timestamp(i as i64), packet(i));
+            store.append(p).unwrap();
+        }
+        store.flush_journal();
+        let file = std::fs::File::open(&path).unwrap();
+        if !on_tmpfs(&file) {
+            let len = file.metadata().unwrap().len() as usize;
+            // The window, up to two steps of lag, and the write buffer.
+            let most = (KEEP + 2 * STEP) as usize / 4096 + 64;
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let cached = resident_pages(&file, len);
+                if cached <= most {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{cached} pages of the journal cached, at most {most} expected"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        store.stop_journal().unwrap();
+        let loaded = super::super::gwcap::load(&path).unwrap();
+        assert!(loaded.damage.is_none());
+        assert_eq!(loaded.data.packet_count(), count);
+        for (i, p) in loaded.data.packets_of(c).enumerate() {
+            assert!(p.data == packet(i), "packet {i} differs");
+        }
+    }
+
     #[test]
     fn ids_are_stable_and_sequential_across_threads() {
         let store = Arc::new(CaptureStore::new());
