@@ -101,7 +101,7 @@ impl Arena {
     /// are.
     pub fn use_temp_file(&mut self, dir: &Path) -> std::io::Result<()> {
         let file = temp_file(dir)?;
-        let window = PageWindow::start(&file, 0);
+        let window = PageWindow::start(&file);
         self.backing = Some(Backing {
             file,
             used: 0,
@@ -153,7 +153,7 @@ impl Arena {
             self.chunks.push(chunk);
         }
         let chunk_index = self.chunks.len() - 1;
-        let backing = self.backing.as_mut();
+        let backing = self.backing.as_ref();
         let Some(chunk) = self.chunks.last_mut() else {
             return Err(io::Error::other("no chunk to write to"));
         };
@@ -215,7 +215,7 @@ impl Arena {
             Chunk::Mapped {
                 file_offset, len, ..
             } => {
-                let Some(backing) = &mut self.backing else {
+                let Some(backing) = &self.backing else {
                     return Err(std::io::Error::other("temporary file was given up"));
                 };
                 let at = *file_offset + *len as u64;

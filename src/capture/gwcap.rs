@@ -282,7 +282,7 @@ impl Journal {
             source,
         };
         let file = File::create(path).map_err(io_err)?;
-        let window = PageWindow::start(&file, 0);
+        let window = PageWindow::start(&file);
         let file = WindowedFile {
             file,
             written: 0,

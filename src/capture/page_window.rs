@@ -1,6 +1,7 @@
-//! Keeps the page cache of the store's temporary file to a window of recent bytes.
+//! Keeps the page cache of a growing capture file (the live store's temporary file, the
+//! `.gwcap` journal) to a window of recent bytes.
 //!
-//! A live capture appends to its temporary file for as long as traffic flows, and every
+//! A live capture appends to its files for as long as traffic flows, and every
 //! byte written lands in a page-cache page the kernel has to find first. On a virtual
 //! machine a page the guest has not used lately is not backed by the host: the first write
 //! to it stalls while the host supplies it. Measured on a two-core VM, buffered writes to a
@@ -50,16 +51,16 @@ pub(super) struct PageWindow {
 }
 
 impl PageWindow {
-    /// Starts following `file`, whose first `start` bytes are already written. `None` where
-    /// the platform has no way to do it, or no thread could be started: the capture then
-    /// works as before, only with a larger page-cache footprint.
-    pub fn start(file: &File, start: u64) -> Option<PageWindow> {
+    /// Starts following `file`, written from its start. `None` where the platform has no
+    /// way to do it, or no thread could be started: the capture then works as before, only
+    /// with a larger page-cache footprint.
+    pub fn start(file: &File) -> Option<PageWindow> {
         if !cfg!(target_os = "linux") {
             return None;
         }
         let file = file.try_clone().ok()?;
         let shared = Arc::new(Shared {
-            end: AtomicU64::new(start),
+            end: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             stop: Mutex::new(false),
             wake: Condvar::new(),
@@ -72,7 +73,7 @@ impl PageWindow {
             .ok()?;
         Some(PageWindow {
             shared,
-            woken_at: start,
+            woken_at: 0,
         })
     }
 
@@ -201,7 +202,7 @@ mod tests {
             .unwrap();
         let on_tmpfs = on_tmpfs(&file);
         let total = (KEEP + 4 * STEP) as usize;
-        let mut window = PageWindow::start(&file, 0).unwrap();
+        let mut window = PageWindow::start(&file).unwrap();
         let block: Vec<u8> = (0..1 << 20).map(|i| (i * 7 + i / 4096) as u8).collect();
         let mut at = 0u64;
         while (at as usize) < total {
