@@ -675,7 +675,7 @@ impl Http2Decoder {
                         };
                         out.root.push(
                             Node::new(name, at..at + 6, Value::UInt(u64::from(v)))
-                                .with_tag(u64::from(id)),
+                                .with_tag(u32::from(id)),
                         );
                         at += 6;
                     }

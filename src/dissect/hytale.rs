@@ -311,12 +311,12 @@ pub fn decode_message(msg: &[u8], secret: Option<&[u8]>) -> Message {
     }
 }
 
-fn id_tag(id: i32) -> u64 {
-    u64::from(id as u32)
+fn id_tag(id: i32) -> u32 {
+    id.cast_unsigned()
 }
 
-fn id_from_tag(tag: u64) -> Option<i32> {
-    u32::try_from(tag).ok().map(|t| t as i32)
+fn id_from_tag(tag: u32) -> i32 {
+    tag.cast_signed()
 }
 
 /// The tree of a decompressed payload (ranges within `plain`).
@@ -1136,7 +1136,7 @@ pub fn encode_tree(tree: &Node) -> Result<Vec<u8>, EncodeError> {
     if tree.kind.as_deref() == Some(KIND_PAYLOAD) {
         let id = tree
             .tag
-            .and_then(id_from_tag)
+            .map(id_from_tag)
             .ok_or_else(|| EncodeError::Missing("packet id (tag)".into()))?;
         let payload = encode_payload(id, &tree.children)?;
         return packet(id, &payload);

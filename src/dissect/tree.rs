@@ -95,8 +95,8 @@ pub struct Node {
     /// Set when the bytes are malformed; says what is wrong.
     pub error: Option<String>,
     /// A protocol's own number for the field (protobuf field number, packet id), kept for
-    /// re-encoding.
-    pub tag: Option<u64>,
+    /// re-encoding. 32 bits hold every protocol's numbers (protobuf's are below 2^29).
+    pub tag: Option<u32>,
     /// A protocol's own type name for the field (protobuf `fixed32`, `sint64`, ...), kept for
     /// re-encoding.
     pub kind: Option<Cow<'static, str>>,
@@ -132,7 +132,7 @@ impl Node {
         self
     }
 
-    pub fn with_tag(mut self, tag: u64) -> Self {
+    pub fn with_tag(mut self, tag: u32) -> Self {
         self.tag = Some(tag);
         self
     }

@@ -89,7 +89,7 @@ fn summary(
     String,
     Value,
     std::ops::Range<usize>,
-    Option<u64>,
+    Option<u32>,
     Option<String>,
 ) {
     (

@@ -94,7 +94,7 @@ fn put<'o>(
     name: &'static str,
     range: Range<usize>,
     value: Value,
-    tag: Option<u64>,
+    tag: Option<u32>,
     kind: &'static str,
 ) -> &'o mut Node {
     if out.len() == out.capacity() {
@@ -133,7 +133,7 @@ const INDICES: [&str; 32] = [
     "[25]", "[26]", "[27]", "[28]", "[29]", "[30]", "[31]",
 ];
 
-fn number_name(n: u64) -> Cow<'static, str> {
+fn number_name(n: u32) -> Cow<'static, str> {
     match usize::try_from(n).ok().and_then(|i| NUMBERS.get(i)) {
         Some(s) => Cow::Borrowed(s),
         None => Cow::Owned(n.to_string()),
@@ -147,10 +147,10 @@ fn number_name(n: u64) -> Cow<'static, str> {
 #[inline(always)]
 fn put_number<'o>(
     out: &'o mut Vec<Node>,
-    number: u64,
+    number: u32,
     range: Range<usize>,
     value: Value,
-    tag: Option<u64>,
+    tag: Option<u32>,
     kind: &'static str,
 ) -> &'o mut Node {
     let table = usize::try_from(number).ok().and_then(|i| NUMBERS.get(i));
@@ -311,7 +311,7 @@ impl<'p> Ctx<'p> {
         mut pos: usize,
         msg: Option<u32>,
         depth: usize,
-        group: Option<u64>,
+        group: Option<u32>,
     ) -> Fields {
         let end = buf.len();
         let plan = self.msg_plan(msg);
@@ -331,9 +331,11 @@ impl<'p> Ctx<'p> {
                         if number == 0 {
                             return Err("field number 0");
                         }
-                        if number > MAX_FIELD_NUMBER {
-                            return Err("field number above 2^29-1");
-                        }
+                        // Below 2^29, so it fits the node's 32-bit tag.
+                        let number = u32::try_from(number)
+                            .ok()
+                            .filter(|&n| u64::from(n) <= MAX_FIELD_NUMBER)
+                            .ok_or("field number above 2^29-1")?;
                         if wire == WIRE_END_GROUP {
                             return if group == Some(number) {
                                 Ok(Step::End(after_tag))
@@ -418,7 +420,7 @@ impl<'p> Ctx<'p> {
         buf: &[u8],
         tag_start: usize,
         p: usize,
-        number: u64,
+        number: u32,
         wire: u8,
         field: Option<&FieldPlan>,
         depth: usize,
@@ -491,7 +493,7 @@ impl<'p> Ctx<'p> {
         self,
         out: &mut Vec<Node>,
         range: Range<usize>,
-        number: u64,
+        number: u32,
         wire: u8,
         raw: u64,
         field: Option<&FieldPlan>,
@@ -518,7 +520,7 @@ impl<'p> Ctx<'p> {
         out: &mut Vec<Node>,
         buf: &[u8],
         tag_start: usize,
-        number: u64,
+        number: u32,
         ds: usize,
         de: usize,
         field: Option<&FieldPlan>,
@@ -621,7 +623,7 @@ impl<'p> Ctx<'p> {
         out: &mut Vec<Node>,
         buf: &[u8],
         range: Range<usize>,
-        number: u64,
+        number: u32,
         ds: usize,
         de: usize,
         depth: usize,

@@ -62,6 +62,7 @@ fn encode_field(n: &Node, out: &mut Vec<u8>, depth: usize) -> Result<(), EncodeE
     }
     let number = n
         .tag
+        .map(u64::from)
         .filter(|&t| (1..=MAX_FIELD_NUMBER).contains(&t))
         .ok_or_else(|| bad(n, "no valid field number (tag)"))?;
     match kind {
