@@ -200,7 +200,7 @@ fn text_value(bytes: &[u8]) -> (Value, Option<String>) {
 pub fn decode_message(msg: &[u8]) -> Message {
     let mut root = Node::group("gp", 0..msg.len());
     let Some(body) = msg.strip_suffix(FINAL) else {
-        root.error = Some(GpError::NoFinal.to_string());
+        root.set_error(Some(GpError::NoFinal.to_string()));
         return Message::new("gp", root);
     };
     let toks = match tokens(body) {
@@ -228,7 +228,7 @@ pub fn decode_message(msg: &[u8]) -> Message {
             Some(v) => {
                 let (value, err) = text_value(v.bytes);
                 let mut node = Node::new(name, v.start..v.start + v.bytes.len(), value);
-                node.error = key_err.or(err);
+                node.set_error(key_err.or(err));
                 root.push(node);
                 fields.push((key.bytes, v.bytes));
             }
@@ -239,10 +239,10 @@ pub fn decode_message(msg: &[u8]) -> Message {
                     Value::Bytes(key.bytes.to_vec()),
                 )
                 .with_kind("key-only");
-                node.error = Some(
+                node.set_error(Some(
                     GpError::MissingValue(String::from_utf8_lossy(key.bytes).into_owned())
                         .to_string(),
-                );
+                ));
                 root.push(node);
             }
         }
@@ -308,7 +308,7 @@ fn bad(field: &str, reason: &str) -> EncodeError {
 pub fn encode_tree(tree: &Node) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::with_capacity(tree.range.len().max(32));
     for c in tree.children.iter().filter(|c| !c.derived) {
-        let kind = c.kind.as_deref();
+        let kind = c.kind();
         if kind == Some("final") {
             continue;
         }

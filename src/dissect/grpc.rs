@@ -188,10 +188,10 @@ pub fn decode_messages(body: &[u8], opts: &Options<'_>, ctx: &Context) -> Body {
         }
         let end = start + len;
         node.range = at..end;
-        node.display = Some(
+        node.set_display(Some(
             desc.as_ref()
                 .map_or_else(|| "no schema".to_string(), |d| d.full_name().to_string()),
-        );
+        ));
         match flag {
             0 => {
                 let mut payload = protobuf::decode_message_in(body, start..end, desc.as_ref());
@@ -412,7 +412,7 @@ mod tests {
         let body = decode_messages(&b[..6], &Options::default(), &Context::default());
         assert!(body.nodes[0].has_error());
         let body = decode_messages(&b[..2], &Options::default(), &Context::default());
-        assert!(body.nodes[0].error.is_some());
+        assert!(body.nodes[0].error().is_some());
         let body = decode_messages(
             &msg(7, b"\x08\x01"),
             &Options::default(),

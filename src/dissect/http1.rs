@@ -137,12 +137,12 @@ pub fn edit_tree(msg: &Message) -> Node {
     else {
         return tree;
     };
-    let chunked = body.kind.as_deref() == Some("chunked");
+    let chunked = body.kind() == Some("chunked");
     // Trailers and chunk extensions have no place in the decoded body: such a body stays
     // edited as its chunks.
     let plain_end = body
         .child("trailers")
-        .is_none_or(|t| t.children.is_empty() && t.kind.is_none())
+        .is_none_or(|t| t.children.is_empty() && t.kind().is_none())
         && body
             .child("last chunk")
             .is_none_or(|l| l.value.as_text() == Some("0\r\n"));
@@ -713,11 +713,11 @@ fn header_node(msg: &[u8], line: Range<usize>, eol: Range<usize>) -> Node {
     let post_s = lossy(&value_part[value.len()..]);
     let eol_s = lossy(eol_text);
     if (pre_s.as_str(), post_s.as_str(), eol_s.as_str()) != (" ", "", "\r\n") {
-        n.kind = Some(Cow::Owned(format!("{pre_s}|{post_s}|{eol_s}")));
+        n.set_kind(Some(Cow::Owned(format!("{pre_s}|{post_s}|{eol_s}"))));
     }
     if !utf8 {
-        n.display = Some(lossy(value));
-        n.error = Some("header value is not valid UTF-8".into());
+        n.set_display(Some(lossy(value)));
+        n.set_error(Some("header value is not valid UTF-8".into()));
     }
     n
 }
@@ -767,12 +767,12 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
                     let short: String = target.chars().take(80).collect();
                     label = format!("{} {short}", lossy(&text[..a]));
                     if !request_line_ok(text) {
-                        n.error = Some("malformed request line".into());
+                        n.set_error(Some("malformed request line".into()));
                     }
                 }
                 _ => {
                     n.value = Value::Text(lossy(text));
-                    n.error = Some("malformed request line".into());
+                    n.set_error(Some("malformed request line".into()));
                     label = "malformed request".into();
                 }
             }
@@ -808,13 +808,13 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
                 label = format!("{code} {reason}").trim_end().to_string();
             } else {
                 n.value = Value::Text(lossy(text));
-                n.error = Some("malformed status line".into());
+                n.set_error(Some("malformed status line".into()));
             }
             n
         }
     };
     if &msg[eol.clone()] != b"\r\n" {
-        start.kind = Some(Cow::Owned(lossy(&msg[eol.clone()])));
+        start.set_kind(Some(Cow::Owned(lossy(&msg[eol.clone()]))));
     }
     root.push(start);
     // Headers.
@@ -835,10 +835,12 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
     if let Some(b) = &blank_eol
         && &msg[b.clone()] != b"\r\n"
     {
-        headers.kind = Some(Cow::Owned(lossy(&msg[b.clone()])));
+        headers.set_kind(Some(Cow::Owned(lossy(&msg[b.clone()]))));
     }
     if head.is_none() {
-        headers.error = Some("truncated head: no blank line after the headers".into());
+        headers.set_error(Some(
+            "truncated head: no blank line after the headers".into(),
+        ));
     }
     // Cross-check with httparse.
     let nlines = msg[..head_len].iter().filter(|&&b| b == b'\n').count();
@@ -854,7 +856,7 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
     let hs: Vec<(&[u8], &[u8])> = headers
         .children
         .iter()
-        .filter(|h| h.error.is_none())
+        .filter(|h| h.error().is_none())
         .map(|h| (h.name.as_bytes(), msg.get(h.range.clone()).unwrap_or(&[])))
         .collect();
     let kind = body_kind(hs.into_iter(), dir, status);
@@ -862,7 +864,7 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
         && !root.has_error()
         && !headers.has_error()
     {
-        headers.error = Some(format!("invalid head: {e}"));
+        headers.set_error(Some(format!("invalid head: {e}")));
     }
     if let BodyKind::BadLength(reason) = &kind {
         if let Some(h) = headers
@@ -870,9 +872,9 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
             .iter_mut()
             .find(|h| h.name.eq_ignore_ascii_case("content-length"))
         {
-            h.error = Some(format!("{reason}; body not framed"));
+            h.set_error(Some(format!("{reason}; body not framed")));
         } else {
-            headers.error = Some(reason.clone());
+            headers.set_error(Some(reason.clone()));
         }
     }
     let content_type = header_value(&headers, "content-type").map(str::to_ascii_lowercase);
@@ -887,10 +889,10 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
             Value::Bytes(msg[head_len..].to_vec()),
         );
         let plain = if kind == BodyKind::Chunked {
-            body.kind = Some("chunked".into());
+            body.set_kind(Some("chunked".into()));
             let (bytes, complete) = chunk_nodes(msg, head_len, &mut body);
-            if !complete && body.error.is_none() {
-                body.error = Some("chunked body incomplete".into());
+            if !complete && body.error().is_none() {
+                body.set_error(Some("chunked body incomplete".into()));
             }
             let mut t = Node::new("body", 0..bytes.len(), Value::Bytes(bytes.clone())).derived();
             if encoding.is_none() {
@@ -926,7 +928,7 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
                     });
                 }
                 Some(Err(e)) => {
-                    body.error = Some(format!("{enc} body: {e}"));
+                    body.set_error(Some(format!("{enc} body: {e}")));
                 }
                 None => {}
             }
@@ -963,7 +965,7 @@ fn chunk_nodes(msg: &[u8], start: usize, body: &mut Node) -> (Vec<u8>, bool) {
             .with_display(format!("0x{:x} ({})", ch.size, ch.size));
         let canonical = format!("{:x}", ch.size);
         if raw_line != canonical {
-            size.kind = Some(Cow::Owned(raw_line));
+            size.set_kind(Some(Cow::Owned(raw_line)));
         }
         let mut node = Node::group("chunk", ch.all.clone()).with_children(vec![
             size,
@@ -976,7 +978,7 @@ fn chunk_nodes(msg: &[u8], start: usize, body: &mut Node) -> (Vec<u8>, bool) {
         let e1 = lossy(&msg[ch.eols.0.clone()]);
         let e2 = lossy(&msg[ch.eols.1.clone()]);
         if (e1.as_str(), e2.as_str()) != ("\r\n", "\r\n") {
-            node.kind = Some(Cow::Owned(format!("{e1}|{e2}")));
+            node.set_kind(Some(Cow::Owned(format!("{e1}|{e2}"))));
         }
         body.push(node);
     }
@@ -997,7 +999,7 @@ fn chunk_nodes(msg: &[u8], start: usize, body: &mut Node) -> (Vec<u8>, bool) {
         if let Some(b) = &c.blank
             && &msg[b.clone()] != b"\r\n"
         {
-            trailers.kind = Some(Cow::Owned(lossy(&msg[b.clone()])));
+            trailers.set_kind(Some(Cow::Owned(lossy(&msg[b.clone()]))));
         }
         body.push(trailers);
     }
@@ -1129,7 +1131,7 @@ fn form_tree(bytes: &[u8]) -> Node {
             let (value, _) = text_or_bytes(&percent_decode(v));
             let mut n = Node::new(Cow::Owned(name), vr, value);
             if !part.contains(&b'=') {
-                n.kind = Some("novalue".into());
+                n.set_kind(Some("novalue".into()));
             }
             node.push(n);
         }
@@ -1144,7 +1146,7 @@ fn form_fields(node: &Node) -> Vec<(String, Vec<u8>, bool)> {
         .filter(|c| !c.derived)
         .map(|c| {
             let v = value_bytes(&c.value);
-            (c.name.to_string(), v, c.kind.as_deref() == Some("novalue"))
+            (c.name.to_string(), v, c.kind() == Some("novalue"))
         })
         .collect()
 }
@@ -1192,7 +1194,7 @@ fn field_text(node: &Node, name: &str) -> Result<Vec<u8>, EncodeError> {
 
 /// Whether a node or any non-derived node below it is an error.
 fn wire_error(node: &Node) -> Option<&Node> {
-    if node.error.is_some() {
+    if node.error().is_some() {
         return Some(node);
     }
     node.children
@@ -1206,7 +1208,7 @@ fn header_bytes(
     h: &Node,
     override_value: Option<&[u8]>,
 ) -> Result<(), EncodeError> {
-    let kind = h.kind.as_deref().unwrap_or(" ||\r\n");
+    let kind = h.kind().unwrap_or(" ||\r\n");
     let value = override_value.map_or_else(|| value_bytes(&h.value), <[u8]>::to_vec);
     if value.iter().any(|&c| c == b'\r' || c == b'\n') {
         return Err(EncodeError::BadField {
@@ -1266,12 +1268,14 @@ fn encode_chunked(out: &mut Vec<u8>, body: &Node) -> Result<(), EncodeError> {
                 }
                 let size = c.child("size");
                 let line = match size {
-                    Some(s) if s.value.as_u64() == Some(data.len() as u64) && s.kind.is_some() => {
-                        s.kind.as_deref().unwrap_or_default().to_string()
+                    Some(s)
+                        if s.value.as_u64() == Some(data.len() as u64) && s.kind().is_some() =>
+                    {
+                        s.kind().unwrap_or_default().to_string()
                     }
                     _ => format!("{:x}", data.len()),
                 };
-                let kind = c.kind.as_deref().unwrap_or("\r\n|\r\n");
+                let kind = c.kind().unwrap_or("\r\n|\r\n");
                 let (e1, e2) = kind.split_once('|').unwrap_or(("\r\n", "\r\n"));
                 out.extend_from_slice(line.as_bytes());
                 out.extend_from_slice(e1.as_bytes());
@@ -1283,7 +1287,7 @@ fn encode_chunked(out: &mut Vec<u8>, body: &Node) -> Result<(), EncodeError> {
                 for t in c.children.iter().filter(|t| !t.derived) {
                     header_bytes(out, t, None)?;
                 }
-                out.extend_from_slice(c.kind.as_deref().unwrap_or("\r\n").as_bytes());
+                out.extend_from_slice(c.kind().unwrap_or("\r\n").as_bytes());
             }
             _ => {}
         }
@@ -1303,7 +1307,7 @@ pub fn encode(tree: &Node) -> Result<Vec<u8>, EncodeError> {
         out.extend(field_text(r, "target")?);
         out.push(b' ');
         out.extend(field_text(r, "version")?);
-        out.extend_from_slice(r.kind.as_deref().unwrap_or("\r\n").as_bytes());
+        out.extend_from_slice(r.kind().unwrap_or("\r\n").as_bytes());
     } else if let Some(s) = tree.child("status line") {
         out.extend(field_text(s, "version")?);
         out.push(b' ');
@@ -1320,7 +1324,7 @@ pub fn encode(tree: &Node) -> Result<Vec<u8>, EncodeError> {
             out.push(b' ');
             out.extend(field_text(s, "reason")?);
         }
-        out.extend_from_slice(s.kind.as_deref().unwrap_or("\r\n").as_bytes());
+        out.extend_from_slice(s.kind().unwrap_or("\r\n").as_bytes());
     } else {
         return Err(EncodeError::Missing("request line or status line".into()));
     }
@@ -1328,14 +1332,10 @@ pub fn encode(tree: &Node) -> Result<Vec<u8>, EncodeError> {
         .child("headers")
         .ok_or_else(|| EncodeError::Missing("headers".into()))?;
     let body = tree.child("body");
-    let edit_kind = body.and_then(|b| {
-        EDIT_KINDS
-            .iter()
-            .find(|(k, _, _)| b.kind.as_deref() == Some(*k))
-    });
+    let edit_kind = body.and_then(|b| EDIT_KINDS.iter().find(|(k, _, _)| b.kind() == Some(*k)));
     let chunked = match edit_kind {
         Some((_, _, chunked)) => *chunked,
-        None => body.is_some_and(|b| b.kind.as_deref() == Some("chunked")),
+        None => body.is_some_and(|b| b.kind() == Some("chunked")),
     };
     let body_plain = match (body, edit_kind) {
         (Some(b), Some((_, encoding, chunked))) => Some(decoded_body_wire(b, *encoding, *chunked)?),
@@ -1355,7 +1355,7 @@ pub fn encode(tree: &Node) -> Result<Vec<u8>, EncodeError> {
         }
         header_bytes(&mut out, h, over.as_deref())?;
     }
-    out.extend_from_slice(headers.kind.as_deref().unwrap_or("\r\n").as_bytes());
+    out.extend_from_slice(headers.kind().unwrap_or("\r\n").as_bytes());
     if let Some(b) = body {
         if let Some(p) = body_plain {
             out.extend(p);

@@ -942,7 +942,7 @@ impl Http2Decoder {
     ) -> Node {
         let mut node = Node::group(name, range.clone());
         if let Some(note) = note {
-            node.display = Some(note);
+            node.set_display(Some(note));
         }
         if let Some(reason) = &self.hpack_poisoned
             && list.error.is_none()
@@ -961,13 +961,13 @@ impl Http2Decoder {
             match (hname.as_str(), value.as_text()) {
                 ("grpc-status", Some(v)) => {
                     if let Ok(code) = v.trim().parse::<u64>() {
-                        n.display = Some(format!("{code} ({})", grpc::status_name(code)));
+                        n.set_display(Some(format!("{code} ({})", grpc::status_name(code))));
                     }
                 }
                 ("grpc-message", Some(v)) => {
                     let decoded = grpc::percent_decode(v);
                     if decoded != v {
-                        n.display = Some(format!("{decoded:?}"));
+                        n.set_display(Some(format!("{decoded:?}")));
                     }
                 }
                 _ => {}
@@ -1183,7 +1183,7 @@ impl Http2Decoder {
         }
         let mut tree = Node::group("gRPC", 0..body.len()).with_children(decoded.nodes);
         if let Some(p) = &path {
-            tree.display = Some(p.clone());
+            tree.set_display(Some(p.clone()));
         }
         out.derived.push(DerivedBuffer {
             name,
@@ -1289,7 +1289,7 @@ fn check_stream(out: &mut Out, h: &FrameHeader, needs_stream: bool) {
     if let Some(reason) = wrong
         && let Some(s) = out.root.find_mut(&["header", "stream"])
     {
-        s.error = Some(reason.into());
+        s.set_error(Some(reason.into()));
     }
 }
 

@@ -769,7 +769,7 @@ fn decode_var(
                 .with_kind("hostport")
                 .with_children(vec![port_node, host]);
             if let Some(h) = node.child("host").and_then(|h| h.value.as_text()) {
-                node.display = Some(format!("{h}:{port}"));
+                node.set_display(Some(format!("{h}:{port}")));
             }
             (node, end)
         }
@@ -996,7 +996,9 @@ fn referral_tree(d: &[u8], at: usize, secret: Option<&[u8]>) -> Node {
     }
     node.push(v);
     let (Some(msb), Some(lsb)) = (le_i64(d, 4), le_i64(d, 12)) else {
-        node.error.get_or_insert("truncated uuid".into());
+        if node.error().is_none() {
+            node.set_error(Some("truncated uuid".into()));
+        }
         return node;
     };
     node.push(Node::new("uuidMsb", r(4, 12), Value::Int(msb)).with_kind("i64le"));
@@ -1090,10 +1092,7 @@ fn check_referral_identity(fields: &mut [Node]) {
         .iter()
         .find(|n| n.name == "username")
         .and_then(|n| n.value.as_text().map(str::to_owned));
-    for field in fields
-        .iter_mut()
-        .filter(|n| n.kind.as_deref() == Some("referral"))
-    {
+    for field in fields.iter_mut().filter(|n| n.kind() == Some("referral")) {
         let Some(referral) = field.child_mut("referral") else {
             continue;
         };
@@ -1133,7 +1132,7 @@ fn check_referral_identity(fields: &mut [Node]) {
 /// Encodes a frame's tree (the on-wire tree, or the `decompressed` tree of a compressed
 /// packet, which is recompressed).
 pub fn encode_tree(tree: &Node) -> Result<Vec<u8>, EncodeError> {
-    if tree.kind.as_deref() == Some(KIND_PAYLOAD) {
+    if tree.kind() == Some(KIND_PAYLOAD) {
         let id = tree
             .tag
             .map(id_from_tag)
@@ -1148,7 +1147,7 @@ pub fn encode_tree(tree: &Node) -> Result<Vec<u8>, EncodeError> {
         .and_then(|v| i32::try_from(v).ok())
         .ok_or_else(|| bad("id", "not an i32"))?;
     let payload_node = wire_child(tree, "payload")?;
-    match payload_node.kind.as_deref() {
+    match payload_node.kind() {
         Some("fields") => {
             let payload = encode_payload(id, &payload_node.children)?;
             packet(id, &payload)
@@ -1365,7 +1364,7 @@ fn encode_var(vf: &VarField, node: &Node) -> Result<Vec<u8>, EncodeError> {
 
 /// Whether a node or any on-wire node below it has an error.
 fn wire_error(n: &Node) -> bool {
-    n.error.is_some() || n.children.iter().any(|c| !c.derived && wire_error(c))
+    n.error().is_some() || n.children.iter().any(|c| !c.derived && wire_error(c))
 }
 
 /// Referral bytes from an (edited) `referral` sub-tree; the HMAC is copied, not recomputed.

@@ -262,7 +262,7 @@ impl Editor {
             node.value =
                 parse_value(&node.value, &f.text).map_err(|e| format!("{}: {e}", f.name))?;
             // The dissector's display was of the old value.
-            node.display = None;
+            node.set_display(None);
         }
         dissector.encode(tree).map_err(|e| e.to_string())
     }

@@ -387,7 +387,7 @@ fn parse_number(s: &str) -> Option<i128> {
 /// The texts a node answers to: its text value and its display.
 fn node_texts<'a>(f: Found<'a>) -> [Option<&'a str>; 2] {
     match f {
-        Found::Node(n) => [n.value.as_text(), n.display.as_deref()],
+        Found::Node(n) => [n.value.as_text(), n.display()],
         Found::Name(s) => [Some(s), None],
     }
 }
@@ -549,7 +549,7 @@ impl Needle {
                 self.in_str(scratch)
             }
         };
-        own || n.display.as_deref().is_some_and(|d| self.in_str(d))
+        own || n.display().is_some_and(|d| self.in_str(d))
     }
 }
 

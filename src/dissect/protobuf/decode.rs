@@ -45,7 +45,7 @@ pub fn decode_message_in(
     let mut root = Node::group("message", start..end).with_kind("message");
     let planned = desc.and_then(plan_for);
     if let Some(d) = desc {
-        root.display = Some(d.full_name().to_owned());
+        root.set_display(Some(d.full_name().to_owned()));
     }
     let ctx = Ctx {
         plan: planned.as_ref().map(|(p, _)| &**p),
@@ -74,14 +74,9 @@ enum Step {
 /// The rest of a message from `start`, shown raw with the reason it could not be decoded.
 fn invalid(buf: &[u8], start: usize, reason: &'static str) -> Node {
     let rest = buf.get(start..).unwrap_or_default();
-    Node {
-        name: Cow::Borrowed("invalid"),
-        value: Value::Bytes(rest.to_vec()),
-        range: start..buf.len(),
-        error: Some(reason.to_owned()),
-        kind: Some(Cow::Borrowed("raw")),
-        ..Default::default()
-    }
+    Node::new("invalid", start..buf.len(), Value::Bytes(rest.to_vec()))
+        .with_kind("raw")
+        .with_error(reason)
 }
 
 /// Appends a node and returns it for further filling. The node is written straight into
@@ -102,17 +97,7 @@ fn put<'o>(
     }
     let len = out.len();
     if let Some(slot) = out.spare_capacity_mut().first_mut() {
-        slot.write(Node {
-            name: Cow::Borrowed(name),
-            value,
-            display: None,
-            range,
-            children: Vec::new(),
-            derived: false,
-            error: None,
-            tag,
-            kind: Some(Cow::Borrowed(kind)),
-        });
+        slot.write(Node::leaf(name, range, value, tag, kind));
         // SAFETY: the slot at index `len` (the first spare one, which `reserve` guaranteed
         // exists) was fully initialised by the `write` just above, so the first `len + 1`
         // elements are initialised.
@@ -379,7 +364,7 @@ impl<'p> Ctx<'p> {
 
     /// A raw scalar as read from the wire (varint value, or fixed bits), typed.
     #[inline(always)]
-    fn typed_scalar(self, ty: Ty, raw: u64) -> (Value, Option<String>) {
+    fn typed_scalar(self, ty: Ty, raw: u64) -> (Value, Option<&'static str>) {
         match ty {
             Ty::Int32 | Ty::Int64 => (Value::Int(raw as i64), None),
             Ty::Uint32 | Ty::Uint64 | Ty::Fixed32 | Ty::Fixed64 => (Value::UInt(raw), None),
@@ -392,8 +377,7 @@ impl<'p> Ctx<'p> {
                 let name = i32::try_from(n)
                     .ok()
                     .zip(self.plan.and_then(|p| p.enum_plan(e)))
-                    .and_then(|(n, e)| e.name(n))
-                    .map(str::to_owned);
+                    .and_then(|(n, e)| e.name(n));
                 (Value::Int(n), name)
             }
             Ty::Sfixed32 => (Value::Int(i64::from(raw as u32 as i32)), None),
@@ -403,7 +387,7 @@ impl<'p> Ctx<'p> {
                 let f = f32::from_bits(raw as u32);
                 if f.is_nan() {
                     // f32 -> f64 may not keep a NaN's payload bits: keep the bits themselves.
-                    (Value::UInt(raw), Some("NaN".to_owned()))
+                    (Value::UInt(raw), Some("NaN"))
                 } else {
                     (Value::Float(f64::from(f)), None)
                 }
@@ -502,7 +486,10 @@ impl<'p> Ctx<'p> {
             && scalar_wire(f.ty) == Some(wire)
         {
             let (value, display) = self.typed_scalar(f.ty, raw);
-            put(out, f.name, range, value, Some(number), ty_name(f.ty)).display = display;
+            let node = put(out, f.name, range, value, Some(number), ty_name(f.ty));
+            if let Some(d) = display {
+                node.set_display(Some(d.to_owned()));
+            }
             return;
         }
         let kind = match wire {
@@ -539,8 +526,8 @@ impl<'p> Ctx<'p> {
                         }
                         Err(_) => {
                             let value = Value::Bytes(data.to_vec());
-                            put(out, name, range, value, tag, "string").error =
-                                Some("string field is not valid UTF-8".to_owned());
+                            put(out, name, range, value, tag, "string")
+                                .set_error(Some("string field is not valid UTF-8".to_owned()));
                         }
                     }
                     return;
@@ -552,8 +539,8 @@ impl<'p> Ctx<'p> {
                 Ty::Message(m) if !f.group => {
                     if depth >= MAX_DEPTH {
                         let value = Value::Bytes(data.to_vec());
-                        put(out, name, range, value, tag, "message").error =
-                            Some("messages nested more than 64 deep".to_owned());
+                        put(out, name, range, value, tag, "message")
+                            .set_error(Some("messages nested more than 64 deep".to_owned()));
                         return;
                     }
                     let children = self.fields(&buf[..de], ds, Some(m), depth + 1, None).nodes;
@@ -588,7 +575,10 @@ impl<'p> Ctx<'p> {
                 while pos < de {
                     let (raw, next) = read_varint(body, pos).ok()?;
                     let (value, display) = self.typed_scalar(ty, raw);
-                    put_element(&mut children, pos..next, value, elem_kind).display = display;
+                    let node = put_element(&mut children, pos..next, value, elem_kind);
+                    if let Some(d) = display {
+                        node.set_display(Some(d.to_owned()));
+                    }
                     pos = next;
                 }
             }
@@ -606,7 +596,10 @@ impl<'p> Ctx<'p> {
                     };
                     let (value, display) = self.typed_scalar(ty, raw);
                     let range = pos..pos + size;
-                    put_element(&mut children, range, value, elem_kind).display = display;
+                    let node = put_element(&mut children, range, value, elem_kind);
+                    if let Some(d) = display {
+                        node.set_display(Some(d.to_owned()));
+                    }
                     pos += size;
                 }
             }
