@@ -948,7 +948,7 @@ fn payload_tree(
                     None => Cow::Borrowed("line"),
                 };
                 b.push(
-                    Node::new(name, range, Value::Bytes(raw.to_vec()))
+                    Node::new(name, range, Value::Bytes(raw.into()))
                         .with_display(String::from_utf8_lossy(raw))
                         .with_error(error.to_string())
                         .with_kind("raw"),
@@ -999,7 +999,7 @@ fn value_node(leaf: &str, value: Cow<'_, str>, quoting: Quoting, range: Range<us
         Quoting::Quoted => Some(Cow::Borrowed("quoted")),
         Quoting::Bare => Some(Cow::Borrowed("bare")),
     });
-    node.value = Value::Text(value.into_owned());
+    node.value = Value::Text(value.into());
     node
 }
 
@@ -1008,7 +1008,7 @@ fn header_nodes(msg: &[u8]) -> Node {
     let mut command = Node::new(
         "command",
         0..4,
-        Value::Text(String::from_utf8_lossy(&h[..4]).into_owned()),
+        Value::Text(String::from_utf8_lossy(&h[..4]).into()),
     );
     if !command_ok(&h[..4]) {
         command.set_error(Some(
@@ -1066,11 +1066,11 @@ fn error_node(facts: &Facts) -> Option<Node> {
     let (code, range) = facts.error_code.as_ref()?;
     let code_v = match code.parse::<i64>() {
         Ok(n) => Value::Int(n),
-        Err(_) => Value::Text(code.clone()),
+        Err(_) => Value::Text(code.clone().into()),
     };
     let mut children = vec![Node::new("code", range.clone(), code_v).derived()];
     if let Some(m) = &facts.message {
-        children.push(Node::new("message", range.clone(), Value::Text(m.clone())).derived());
+        children.push(Node::new("message", range.clone(), Value::Text(m.clone().into())).derived());
     }
     let meaning = code.parse::<i64>().ok().and_then(error_meaning);
     let mut node = Node::group("error", range.clone())
@@ -1215,7 +1215,7 @@ impl FeslDecoder {
         let mut root = Node::group("fesl", 0..msg.len());
         if msg.len() < HEADER_LEN {
             root.push(
-                Node::new("truncated", 0..msg.len(), Value::Bytes(msg.to_vec()))
+                Node::new("truncated", 0..msg.len(), Value::Bytes(msg.into()))
                     .with_error(FeslError::Short.to_string()),
             );
             return Message::new("fesl truncated", root);
@@ -1276,7 +1276,7 @@ fn bad(field: &str, reason: impl Into<String>) -> EncodeError {
 
 fn value_text<'a>(node: &'a Node, key: &str) -> Result<Cow<'a, str>, EncodeError> {
     Ok(match &node.value {
-        Value::Text(s) => Cow::Borrowed(s.as_str()),
+        Value::Text(s) => Cow::Borrowed(&**s),
         Value::UInt(u) => Cow::Owned(u.to_string()),
         Value::Int(i) => Cow::Owned(i.to_string()),
         Value::Float(f) => Cow::Owned(f.to_string()),

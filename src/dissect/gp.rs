@@ -191,8 +191,8 @@ impl StreamDecoder for GpDecoder {
 
 fn text_value(bytes: &[u8]) -> (Value, Option<String>) {
     match std::str::from_utf8(bytes) {
-        Ok(s) => (Value::Text(s.to_owned()), None),
-        Err(_) => (Value::Bytes(bytes.to_vec()), Some("not UTF-8".into())),
+        Ok(s) => (Value::Text(s.into()), None),
+        Err(_) => (Value::Bytes(bytes.into()), Some("not UTF-8".into())),
     }
 }
 
@@ -207,7 +207,7 @@ pub fn decode_message(msg: &[u8]) -> Message {
         Ok(t) => t,
         Err(e) => {
             root.push(
-                Node::new("body", 0..body.len(), Value::Bytes(body.to_vec()))
+                Node::new("body", 0..body.len(), Value::Bytes(body.into()))
                     .with_error(e.to_string()),
             );
             return Message::new("gp", root);
@@ -236,7 +236,7 @@ pub fn decode_message(msg: &[u8]) -> Message {
                 let mut node = Node::new(
                     name,
                     key.start..key.start + key.bytes.len(),
-                    Value::Bytes(key.bytes.to_vec()),
+                    Value::Bytes(key.bytes.into()),
                 )
                 .with_kind("key-only");
                 node.set_error(Some(
@@ -279,7 +279,7 @@ pub fn decode_message(msg: &[u8]) -> Message {
                 label.push_str(c);
                 let v = match c.parse::<i64>() {
                     Ok(n) => Value::Int(n),
-                    Err(_) => Value::Text(c.to_string()),
+                    Err(_) => Value::Text(c.clone().into()),
                 };
                 e.push(Node::new("code", 0..msg.len(), v).derived());
             }
@@ -288,7 +288,7 @@ pub fn decode_message(msg: &[u8]) -> Message {
                 e.push(Node::new("fatal", 0..msg.len(), Value::Bool(true)).derived());
             }
             if let Some(m) = get(b"errmsg") {
-                e.push(Node::new("message", 0..msg.len(), Value::Text(m.into_owned())).derived());
+                e.push(Node::new("message", 0..msg.len(), Value::Text(m.into())).derived());
             }
             root.push(e);
         }

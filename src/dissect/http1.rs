@@ -158,11 +158,18 @@ pub fn edit_tree(msg: &Message) -> Node {
     };
     let mut children = decoded.tree.children.clone();
     children.push(Node::new("wire body", 0..0, body.value.clone()).derived());
-    children.push(Node::new("decoded body", 0..0, Value::Bytes(decoded.bytes.clone())).derived());
+    children.push(
+        Node::new(
+            "decoded body",
+            0..0,
+            Value::Bytes(decoded.bytes.clone().into()),
+        )
+        .derived(),
+    );
     *body = Node::new(
         "body",
         body.range.clone(),
-        Value::Bytes(decoded.bytes.clone()),
+        Value::Bytes(decoded.bytes.clone().into()),
     )
     .with_kind(kind)
     .with_children(children);
@@ -643,7 +650,7 @@ impl StreamDecoder for Http1Decoder {
             let node = Node::group("http", 0..msg.len()).with_children(vec![Node::new(
                 "upgraded data",
                 0..msg.len(),
-                Value::Bytes(msg.to_vec()),
+                Value::Bytes(msg.into()),
             )]);
             return Message::new("upgraded data", node);
         }
@@ -660,8 +667,8 @@ impl StreamDecoder for Http1Decoder {
 /// Text when UTF-8, else bytes.
 fn text_or_bytes(b: &[u8]) -> (Value, bool) {
     match std::str::from_utf8(b) {
-        Ok(s) => (Value::Text(s.to_string()), true),
-        Err(_) => (Value::Bytes(b.to_vec()), false),
+        Ok(s) => (Value::Text(s.into()), true),
+        Err(_) => (Value::Bytes(b.into()), false),
     }
 }
 
@@ -751,17 +758,17 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
                     n.push(Node::new(
                         "method",
                         o..o + a,
-                        Value::Text(lossy(&text[..a])),
+                        Value::Text(lossy(&text[..a]).into()),
                     ));
                     n.push(Node::new(
                         "target",
                         o + a + 1..o + b,
-                        Value::Text(lossy(&text[a + 1..b])),
+                        Value::Text(lossy(&text[a + 1..b]).into()),
                     ));
                     n.push(Node::new(
                         "version",
                         o + b + 1..line.end,
-                        Value::Text(lossy(&text[b + 1..])),
+                        Value::Text(lossy(&text[b + 1..]).into()),
                     ));
                     let target = lossy(&text[a + 1..b]);
                     let short: String = target.chars().take(80).collect();
@@ -771,7 +778,7 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
                     }
                 }
                 _ => {
-                    n.value = Value::Text(lossy(text));
+                    n.value = Value::Text(lossy(text).into());
                     n.set_error(Some("malformed request line".into()));
                     label = "malformed request".into();
                 }
@@ -786,7 +793,7 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
                 n.push(Node::new(
                     "version",
                     o..o + 8,
-                    Value::Text(lossy(&text[..8])),
+                    Value::Text(lossy(&text[..8]).into()),
                 ));
                 let code: u16 = std::str::from_utf8(&text[9..12])
                     .ok()
@@ -799,7 +806,7 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
                     n.push(Node::new(
                         "reason",
                         o + 13..line.end,
-                        Value::Text(r.clone()),
+                        Value::Text(r.clone().into()),
                     ));
                     r
                 } else {
@@ -807,7 +814,7 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
                 };
                 label = format!("{code} {reason}").trim_end().to_string();
             } else {
-                n.value = Value::Text(lossy(text));
+                n.value = Value::Text(lossy(text).into());
                 n.set_error(Some("malformed status line".into()));
             }
             n
@@ -886,7 +893,7 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
         let mut body = Node::new(
             "body",
             body_range.clone(),
-            Value::Bytes(msg[head_len..].to_vec()),
+            Value::Bytes(msg[head_len..].into()),
         );
         let plain = if kind == BodyKind::Chunked {
             body.set_kind(Some("chunked".into()));
@@ -894,7 +901,8 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
             if !complete && body.error().is_none() {
                 body.set_error(Some("chunked body incomplete".into()));
             }
-            let mut t = Node::new("body", 0..bytes.len(), Value::Bytes(bytes.clone())).derived();
+            let mut t =
+                Node::new("body", 0..bytes.len(), Value::Bytes(bytes.clone().into())).derived();
             if encoding.is_none() {
                 add_body_children(&mut t, &bytes, content_type.as_deref(), 0);
             }
@@ -919,7 +927,8 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
             match decompress(enc, &plain) {
                 Some(Ok(bytes)) => {
                     let mut t =
-                        Node::new("body", 0..bytes.len(), Value::Bytes(bytes.clone())).derived();
+                        Node::new("body", 0..bytes.len(), Value::Bytes(bytes.clone().into()))
+                            .derived();
                     add_body_children(&mut t, &bytes, content_type.as_deref(), 0);
                     derived.push(DerivedBuffer {
                         name: "body (decoded)".into(),
@@ -972,7 +981,7 @@ fn chunk_nodes(msg: &[u8], start: usize, body: &mut Node) -> (Vec<u8>, bool) {
             Node::new(
                 "data",
                 ch.data.clone(),
-                Value::Bytes(msg[ch.data.clone()].to_vec()),
+                Value::Bytes(msg[ch.data.clone()].into()),
             ),
         ]);
         let e1 = lossy(&msg[ch.eols.0.clone()]);
@@ -986,7 +995,7 @@ fn chunk_nodes(msg: &[u8], start: usize, body: &mut Node) -> (Vec<u8>, bool) {
         body.push(Node::new(
             "last chunk",
             last.clone(),
-            Value::Text(lossy(&msg[last.clone()])),
+            Value::Text(lossy(&msg[last.clone()]).into()),
         ));
         let mut trailers = Node::group("trailers", last.end..c.end.max(last.end));
         let mut at = last.end;
@@ -1012,7 +1021,7 @@ fn chunk_nodes(msg: &[u8], start: usize, body: &mut Node) -> (Vec<u8>, bool) {
                 Node::new(
                     "chunk",
                     at.min(msg.len())..end,
-                    Value::Bytes(msg[at.min(msg.len())..end].to_vec()),
+                    Value::Bytes(msg[at.min(msg.len())..end].into()),
                 )
                 .with_error(reason),
             );
@@ -1173,8 +1182,8 @@ fn value_bytes(v: &Value) -> Vec<u8> {
         Value::Int(i) => i.to_string().into_bytes(),
         Value::UInt(u) => u.to_string().into_bytes(),
         Value::Float(f) => f.to_string().into_bytes(),
-        Value::Text(s) => s.clone().into_bytes(),
-        Value::Bytes(b) => b.clone(),
+        Value::Text(s) => s.as_bytes().to_vec(),
+        Value::Bytes(b) => b.to_vec(),
     }
 }
 

@@ -97,7 +97,7 @@ impl Parser<'_> {
             Some(b'[') => self.array(name, depth),
             Some(b'"') => match self.string() {
                 Ok(s) => (
-                    Node::new(name, start..self.i, Value::Text(s)).with_kind("string"),
+                    Node::new(name, start..self.i, Value::Text(s.into())).with_kind("string"),
                     true,
                 ),
                 Err(e) => (
@@ -484,7 +484,7 @@ fn to_value_depth(node: &Node, depth: usize) -> Result<serde_json::Value, Encode
                         .ok_or_else(|| bad(node, "not a finite number"))?
                 }
             }
-            Value::Text(s) => J::String(s.clone()),
+            Value::Text(s) => J::String(s.to_string()),
             Value::Bytes(b) => J::String(String::from_utf8_lossy(b).into_owned()),
         },
     })

@@ -213,8 +213,8 @@ fn token_nodes(tok: &str, at: Option<usize>, fallback: Range<usize>, keys: &JwtK
             let mut t = json::tree(&bytes, "claims");
             if t.has_error() {
                 let (v, _) = match std::str::from_utf8(&bytes) {
-                    Ok(s) => (Value::Text(s.to_string()), true),
-                    Err(_) => (Value::Bytes(bytes.clone()), false),
+                    Ok(s) => (Value::Text(s.into()), true),
+                    Err(_) => (Value::Bytes(bytes.clone().into()), false),
                 };
                 t = Node::new("claims", 0..0, v);
             } else {
@@ -236,7 +236,7 @@ fn token_nodes(tok: &str, at: Option<usize>, fallback: Range<usize>, keys: &JwtK
 
     let sig = b64().decode(s);
     let signature = match &sig {
-        Ok(b) => Node::new("signature", s_range, Value::Bytes(b.clone())),
+        Ok(b) => Node::new("signature", s_range, Value::Bytes(b.clone().into())),
         Err(e) => {
             Node::new("signature", s_range, Value::None).with_error(format!("bad base64: {e}"))
         }

@@ -7,7 +7,8 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-/// The typed value of a field.
+/// The typed value of a field. Text and bytes are boxed slices rather than `String` and
+/// `Vec` (which carry a capacity no node needs), keeping the value at 24 bytes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(untagged)]
 pub enum Value {
@@ -18,8 +19,8 @@ pub enum Value {
     Int(i64),
     UInt(u64),
     Float(f64),
-    Text(String),
-    Bytes(#[serde(with = "hex_bytes")] Vec<u8>),
+    Text(Box<str>),
+    Bytes(#[serde(with = "hex_bytes")] Box<[u8]>),
 }
 
 mod hex_bytes {
@@ -29,9 +30,11 @@ mod hex_bytes {
         s.serialize_str(&hex::encode(b))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Box<[u8]>, D::Error> {
         let s = String::deserialize(d)?;
-        hex::decode(s).map_err(serde::de::Error::custom)
+        hex::decode(s)
+            .map(Vec::into_boxed_slice)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -80,11 +83,15 @@ impl Value {
     }
 }
 
+// The size the node is kept to (see `Node`); pointer width changes it, so 64-bit only.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Node>() <= 128 && std::mem::size_of::<Value>() <= 24);
+
 /// A field of a decoded message.
 ///
 /// Decoded captures hold millions of these, and protobuf decoding is bound by writing them,
-/// so the struct is kept small: the fields most nodes leave empty (display, error, an owned
-/// kind) share one optional box, reached through accessors.
+/// so the struct is kept to two cache lines: the fields most nodes leave empty (display,
+/// error, an owned kind) share one optional box, reached through accessors.
 #[derive(Clone, Default)]
 pub struct Node {
     pub name: Cow<'static, str>,
@@ -435,7 +442,7 @@ mod tests {
                 Node::new("b", 2..4, Value::UInt(2)),
             ]),
             Node::new("sum", 0..10, Value::UInt(3)).derived(),
-            Node::new("body", 4..10, Value::Bytes(vec![0; 6])),
+            Node::new("body", 4..10, Value::Bytes(vec![0; 6].into())),
         ])
     }
 

@@ -811,7 +811,7 @@ proptest! {
         let leaves: Vec<Vec<usize>> = leaf_paths(&m.tree);
         let path = &leaves[pick.index(leaves.len())];
         let leaf = node_at_mut(&mut m.tree, path);
-        leaf.value = Value::Text(new.clone());
+        leaf.value = Value::Text(new.clone().into());
         let out = Fesl.encode(&m.tree).unwrap();
         prop_assert_eq!(fesl::frame(&out), Framing::Complete(out.len()));
         let back = decode_one(&out);

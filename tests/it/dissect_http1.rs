@@ -201,7 +201,7 @@ fn chunked_gzip_json_response() {
     assert_eq!(Http1.encode(&m.tree).unwrap(), msg);
     let mut t = m.tree.clone();
     let body = t.child_mut("body").unwrap();
-    body.children[1].child_mut("data").unwrap().value = Value::Bytes(b"xyz".to_vec());
+    body.children[1].child_mut("data").unwrap().value = Value::Bytes(b"xyz".as_slice().into());
     let out = Http1.encode(&t).unwrap();
     assert!(out.windows(8).any(|w| w == b"\r\n3\r\nxyz"));
     let m2 = decode(S2C, &out);
@@ -273,7 +273,7 @@ fn expect_100_continue() {
         ]
     );
     let body = got[1].message.tree.child("body").unwrap();
-    assert_eq!(body.value, Value::Bytes(b"hello".to_vec()));
+    assert_eq!(body.value, Value::Bytes(b"hello".as_slice().into()));
 }
 
 #[test]
@@ -461,7 +461,7 @@ fn invalid_utf8_header_value() {
     let msg = b"GET / HTTP/1.1\r\nX-Name: caf\xe9\r\n\r\n";
     let m = decode(C2S, msg);
     let h = m.tree.find(&["headers", "X-Name"]).unwrap();
-    assert_eq!(h.value, Value::Bytes(b"caf\xe9".to_vec()));
+    assert_eq!(h.value, Value::Bytes(b"caf\xe9".as_slice().into()));
     assert_eq!(h.error(), Some("header value is not valid UTF-8"));
     assert_eq!(at(msg, h), b"caf\xe9");
 }
@@ -694,10 +694,10 @@ proptest! {
             && !h.name.eq_ignore_ascii_case("transfer-encoding")
         {
             let name = h.name.to_string();
-            h.value = Value::Text(new.clone());
+            h.value = Value::Text(new.clone().into());
             let out = Http1.encode(&t).unwrap();
             let again = decode(dir, &out);
-            prop_assert_eq!(again.tree.find(&["headers", &name]).unwrap().value.clone(), Value::Text(new));
+            prop_assert_eq!(again.tree.find(&["headers", &name]).unwrap().value.clone(), Value::Text(new.into()));
             prop_assert_eq!(again.tree.child("body").map(|b| b.value.clone()), msg.tree.child("body").map(|b| b.value.clone()));
         }
     }
@@ -794,7 +794,7 @@ fn a_gzip_json_body_is_edited_decoded_and_goes_out_compressed_with_its_length_fi
         .unwrap()
         .value
         .clone();
-    assert_eq!(length, Value::Text(body_len.to_string()));
+    assert_eq!(length, Value::Text(body_len.to_string().into()));
 }
 
 #[test]

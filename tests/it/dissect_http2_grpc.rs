@@ -525,7 +525,7 @@ fn gzip_compressed_grpc_message() {
     let m = derived[0].tree.child("message 1").unwrap();
     assert_eq!(m.child("compressed").unwrap().display(), Some("yes (gzip)"));
     let payload = m.child("payload").unwrap();
-    assert_eq!(payload.value, Value::Bytes(compressed.clone()));
+    assert_eq!(payload.value, Value::Bytes(compressed.clone().into()));
     assert_eq!(payload.range, 5..5 + compressed.len());
     assert_eq!(
         derived[1].name,
@@ -679,7 +679,7 @@ fn control_frames_are_named() {
 fn encode_recomputes_lengths_and_refuses_header_blocks() {
     let bytes = frame(http2::DATA, http2::FLAG_END_STREAM, 1, b"abc");
     let mut tree = run(&[(S2C, bytes)])[0].message.tree.clone();
-    tree.child_mut("data").unwrap().value = Value::Bytes(b"longer body".to_vec());
+    tree.child_mut("data").unwrap().value = Value::Bytes(b"longer body".as_slice().into());
     let encoded = Http2.encode(&tree).unwrap();
     assert_eq!(encoded, frame(http2::DATA, 1, 1, b"longer body"));
     let again = run(&[(S2C, encoded)]);
@@ -1032,15 +1032,15 @@ proptest! {
     ) {
         let padded = frame(http2::DATA, http2::FLAG_PADDED, 1, &[&[2u8][..], b"ab", &[0, 0]].concat());
         let mut tree = run(&[(S2C, padded)])[0].message.tree.clone();
-        tree.child_mut("data").unwrap().value = Value::Bytes(body.clone());
-        tree.child_mut("padding").unwrap().value = Value::Bytes(vec![0; pad]);
+        tree.child_mut("data").unwrap().value = Value::Bytes(body.clone().into());
+        tree.child_mut("padding").unwrap().value = Value::Bytes(vec![0; pad].into());
         let bytes = Http2.encode(&tree).unwrap();
         let again = &run(&[(S2C, bytes.clone())])[0];
         prop_assert_eq!(again.bytes.len(), bytes.len());
         let t = &again.message.tree;
         prop_assert_eq!(uint(t, &["header", "length"]) as usize, 1 + body.len() + pad);
         prop_assert_eq!(uint(t, &["pad length"]) as usize, pad);
-        prop_assert_eq!(&t.child("data").unwrap().value, &Value::Bytes(body));
+        prop_assert_eq!(&t.child("data").unwrap().value, &Value::Bytes(body.into()));
         prop_assert!(!t.has_error());
 
         let mut tree = run(&[(S2C, settings(&[(4, 1), (6, 2)]))])[0].message.tree.clone();

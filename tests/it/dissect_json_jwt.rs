@@ -277,7 +277,7 @@ fn hs256_verified_with_exact_segment_ranges() {
     assert_eq!(&body[sig.range.clone()], segs[2].as_bytes());
     assert_eq!(
         sig.value,
-        Value::Bytes(URL_SAFE_NO_PAD.decode(segs[2]).unwrap())
+        Value::Bytes(URL_SAFE_NO_PAD.decode(segs[2]).unwrap().into())
     );
     // The annotation is derived: a click on the token still selects the member.
     assert_eq!(t.deepest_at(header.range.start), Some(vec![0]));
@@ -400,7 +400,11 @@ fn two_tokens_in_one_value_get_groups() {
     let a = hs256(&claims());
     let b = eddsa(&claims());
     let cookie = format!("a={a}; b={b}");
-    let mut t = Node::new("Cookie", 0..cookie.len(), Value::Text(cookie.clone()));
+    let mut t = Node::new(
+        "Cookie",
+        0..cookie.len(),
+        Value::Text(cookie.clone().into()),
+    );
     jwt::annotate(
         &mut t,
         cookie.as_bytes(),
@@ -487,7 +491,7 @@ proptest! {
         let got = run_json(&chunks);
         let total: usize = got.iter().map(|d| d.bytes.len()).sum();
         prop_assert_eq!(total, data.len());
-        let mut n = Node::new("v", 0..data.len(), Value::Text(String::from_utf8_lossy(&data).into_owned()));
+        let mut n = Node::new("v", 0..data.len(), Value::Text(String::from_utf8_lossy(&data).into()));
         jwt::annotate(&mut n, &data, &keys(vec![JwtKey::Hmac(vec![]), JwtKey::Ed25519(vec![0; 32])]));
     }
 
@@ -508,7 +512,7 @@ proptest! {
     fn token_like_text_never_panics(h in "[A-Za-z0-9_-]{0,40}", p in "[A-Za-z0-9_-]{1,40}", s in "[A-Za-z0-9_-]{0,90}", alg in prop_oneof![Just("HS256"), Just("EdDSA"), Just("RS256"), Just("ES256"), Just("none"), Just("xx")]) {
         let header = URL_SAFE_NO_PAD.encode(format!("{{\"alg\":\"{alg}\",\"kid\":\"{h}\"}}"));
         let text = format!("Bearer {header}.{p}.{s}");
-        let mut n = Node::new("Authorization", 0..text.len(), Value::Text(text.clone()));
+        let mut n = Node::new("Authorization", 0..text.len(), Value::Text(text.clone().into()));
         jwt::annotate(&mut n, text.as_bytes(), &keys(vec![
             JwtKey::Hmac(b"k".to_vec()),
             JwtKey::Ed25519(vec![7; 32]),

@@ -197,7 +197,7 @@ fn schemaless_guesses_text_bytes_and_packed() {
     assert!(!tree.has_error());
     let c = &tree.children;
     assert_eq!(summary(&c[0]).1, text("hello"));
-    assert_eq!(c[1].value, Value::Bytes(vec![0xff, 0xfe]));
+    assert_eq!(c[1].value, Value::Bytes(vec![0xff, 0xfe].into()));
     assert_eq!(c[1].kind(), Some("bytes"));
     assert_eq!(c[2].kind(), Some("packed varint"));
     let packed: Vec<_> = c[2]
@@ -272,7 +272,7 @@ fn malformed_input_gives_an_error_node_with_the_rest_raw() {
             assert_eq!(bad.name, "invalid", "{hex_in}");
             assert_eq!(bad.range, *range, "{hex_in}");
             assert_eq!(bad.error(), Some(*reason), "{hex_in}");
-            assert_eq!(bad.value, Value::Bytes(bytes[range.clone()].to_vec()));
+            assert_eq!(bad.value, Value::Bytes(bytes[range.clone()].into()));
             // The raw rest is written back as it was.
             assert_eq!(encode_message(&tree).unwrap(), bytes, "{hex_in}");
         }
@@ -422,7 +422,10 @@ fn schema_mismatches_and_unknown_fields_fall_back_to_schemaless() {
     assert_eq!(summary(&tree.children[1]).0, "99");
     assert_eq!(tree.children[1].value, text("abc"));
     assert_eq!(tree.children[2].name, "s");
-    assert_eq!(tree.children[2].value, Value::Bytes(vec![0xff, 0x00]));
+    assert_eq!(
+        tree.children[2].value,
+        Value::Bytes(vec![0xff, 0x00].into())
+    );
     assert!(tree.children[2].error().is_some());
     assert_eq!(encode_message(&tree).unwrap(), bytes);
 }
@@ -432,14 +435,14 @@ fn editing_a_string_fixes_the_lengths() {
     let bytes = discovery_payload();
     let mut tree = decode_message(&bytes, None);
     let long = "A much longer client name than before, past 127 bytes ".repeat(3);
-    tree.children[1].children[0].value = Value::Text(long.clone());
+    tree.children[1].children[0].value = Value::Text(long.clone().into());
     tree.children[2].value = Value::UInt(300);
     let out = encode_message(&tree).unwrap();
     let again = decode_message(&out, None);
     assert!(!again.has_error());
     assert_eq!(
         again.children[1].children[0].value,
-        Value::Text(long.clone())
+        Value::Text(long.clone().into())
     );
     assert_eq!(again.children[1].children[1].value, text("sc_client"));
     assert_eq!(again.children[2].value, Value::UInt(300));
@@ -801,7 +804,7 @@ proptest! {
         let mut tree = decode_message(&bytes, Some(&desc));
         // Set (or add) the string and int64 fields.
         tree.children.retain(|c| c.name != "s" && c.name != "i64");
-        tree.children.push(Node::new("s", 0..0, Value::Text(new.clone())).with_tag(14).with_kind("string"));
+        tree.children.push(Node::new("s", 0..0, Value::Text(new.clone().into())).with_tag(14).with_kind("string"));
         tree.children.push(Node::new("i64", 0..0, Value::Int(n)).with_tag(4).with_kind("int64"));
         let out = encode_message(&tree).unwrap();
         let m = DynamicMessage::decode(desc.clone(), out.as_slice()).unwrap();

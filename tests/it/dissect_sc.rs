@@ -114,7 +114,10 @@ fn discovery_request_fields_and_ranges() {
     );
     let magic = tree.child("magic").unwrap();
     assert_eq!(magic.range, 4..8);
-    assert_eq!(magic.value, Value::Bytes(vec![0xef, 0xbe, 0xad, 0xde]));
+    assert_eq!(
+        magic.value,
+        Value::Bytes(vec![0xef, 0xbe, 0xad, 0xde].into())
+    );
     let payload = tree.child("payload").unwrap();
     assert_eq!(payload.range, 8..74);
     let field = |path: &[&str]| payload.find(path).unwrap();

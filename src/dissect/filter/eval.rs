@@ -423,7 +423,7 @@ pub(super) fn node_test(test: &NodeTest, f: Found<'_>) -> bool {
             }
             Lit::Bytes(want) => match f {
                 Found::Node(n) => match &n.value {
-                    Value::Bytes(b) => cmp_ord(*op, b.as_slice().cmp(want.as_slice())),
+                    Value::Bytes(b) => cmp_ord(*op, (**b).cmp(want.as_slice())),
                     Value::Text(s) => cmp_ord(*op, s.as_bytes().cmp(want.as_slice())),
                     _ => false,
                 },

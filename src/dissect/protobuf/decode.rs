@@ -74,7 +74,7 @@ enum Step {
 /// The rest of a message from `start`, shown raw with the reason it could not be decoded.
 fn invalid(buf: &[u8], start: usize, reason: &'static str) -> Node {
     let rest = buf.get(start..).unwrap_or_default();
-    Node::new("invalid", start..buf.len(), Value::Bytes(rest.to_vec()))
+    Node::new("invalid", start..buf.len(), Value::Bytes(rest.into()))
         .with_kind("raw")
         .with_error(reason)
 }
@@ -522,10 +522,10 @@ impl<'p> Ctx<'p> {
                 Ty::String => {
                     match std::str::from_utf8(data) {
                         Ok(s) => {
-                            put(out, name, range, Value::Text(s.to_owned()), tag, "string");
+                            put(out, name, range, Value::Text(s.into()), tag, "string");
                         }
                         Err(_) => {
-                            let value = Value::Bytes(data.to_vec());
+                            let value = Value::Bytes(data.into());
                             put(out, name, range, value, tag, "string")
                                 .set_error(Some("string field is not valid UTF-8".to_owned()));
                         }
@@ -533,12 +533,12 @@ impl<'p> Ctx<'p> {
                     return;
                 }
                 Ty::Bytes => {
-                    put(out, name, range, Value::Bytes(data.to_vec()), tag, "bytes");
+                    put(out, name, range, Value::Bytes(data.into()), tag, "bytes");
                     return;
                 }
                 Ty::Message(m) if !f.group => {
                     if depth >= MAX_DEPTH {
-                        let value = Value::Bytes(data.to_vec());
+                        let value = Value::Bytes(data.into());
                         put(out, name, range, value, tag, "message")
                             .set_error(Some("messages nested more than 64 deep".to_owned()));
                         return;
@@ -630,12 +630,12 @@ impl<'p> Ctx<'p> {
         } else if text {
             // is_text checked UTF-8.
             let text = std::str::from_utf8(data).unwrap_or_default();
-            let value = Value::Text(text.to_owned());
+            let value = Value::Text(text.into());
             put_number(out, number, range, value, tag, "string");
         } else if let Some(children) = packed_varints(data, ds) {
             put_number(out, number, range, Value::None, tag, "packed varint").children = children;
         } else {
-            let value = Value::Bytes(data.to_vec());
+            let value = Value::Bytes(data.into());
             put_number(out, number, range, value, tag, "bytes");
         }
     }
