@@ -776,7 +776,7 @@ fn is_index(name: &str) -> bool {
 }
 
 fn counted(c: &Node) -> bool {
-    !c.derived && c.kind.as_deref() != Some("raw") && is_index(&c.name)
+    !c.derived && c.kind() != Some("raw") && is_index(&c.name)
 }
 
 /// Distinct array indices among a group's children.
@@ -881,19 +881,18 @@ fn finish_group(g: &mut Node) {
     if let Some(last) = g.children.last() {
         g.range.end = last.range.end;
     }
-    let count_at = g
-        .children
-        .iter()
-        .position(|c| c.kind.as_deref() == Some("count"));
+    let count_at = g.children.iter().position(|c| c.kind() == Some("count"));
     let list = count_at.is_some() || g.children.iter().any(|c| is_index(&c.name));
-    g.kind = Some(Cow::Borrowed(if list { "list" } else { "record" }));
+    g.set_kind(Some(Cow::Borrowed(if list { "list" } else { "record" })));
     if let Some(i) = count_at {
         let have = element_count(g);
         if let Some(c) = g.children.get_mut(i)
             && let Some(said) = c.value.as_u64()
             && said != have
         {
-            c.error = Some(format!("count says {said} but {have} elements follow"));
+            c.set_error(Some(format!(
+                "count says {said} but {have} elements follow"
+            )));
         }
     }
 }
@@ -911,7 +910,7 @@ fn payload_tree(
     let text = &bytes[..text_len];
     let mut payload = Node::group("payload", base..base + bytes.len()).with_kind(end.kind());
     if nul_expected && matches!(end, End::Newline | End::None) {
-        payload.error = Some(FeslError::NoTerminator.to_string());
+        payload.set_error(Some(FeslError::NoTerminator.to_string()));
     }
     payload.children.reserve((text.len() / 16 + 1).min(64));
     let whole = std::str::from_utf8(text).ok();
@@ -948,15 +947,12 @@ fn payload_tree(
                     Some(i) => Cow::Owned(String::from_utf8_lossy(&raw[..i]).into_owned()),
                     None => Cow::Borrowed("line"),
                 };
-                b.push(Node {
-                    name,
-                    value: Value::Bytes(raw.to_vec()),
-                    display: Some(String::from_utf8_lossy(raw).into_owned()),
-                    range,
-                    error: Some(error.to_string()),
-                    kind: Some(Cow::Borrowed("raw")),
-                    ..Default::default()
-                });
+                b.push(
+                    Node::new(name, range, Value::Bytes(raw.into()))
+                        .with_display(String::from_utf8_lossy(raw))
+                        .with_error(error.to_string())
+                        .with_kind("raw"),
+                );
             }
         }
     });
@@ -987,27 +983,23 @@ fn note_fact(facts: &mut Facts, key: &str, value: &str, range: &Range<usize>) {
 }
 
 fn value_node(leaf: &str, value: Cow<'_, str>, quoting: Quoting, range: Range<usize>) -> Node {
-    let mut node = Node {
-        name: key_name(leaf),
-        range,
-        ..Default::default()
-    };
+    let mut node = Node::group(key_name(leaf), range);
     if leaf == "[]" && quoting == Quoting::Plain {
         match value.parse::<u64>() {
             Ok(n) if n.to_string() == value => {
                 node.value = Value::UInt(n);
-                node.kind = Some(Cow::Borrowed("count"));
+                node.set_kind(Some(Cow::Borrowed("count")));
                 return node;
             }
-            _ => node.error = Some("array count is not a number".into()),
+            _ => node.set_error(Some("array count is not a number".into())),
         }
     }
-    node.kind = match quoting {
+    node.set_kind(match quoting {
         Quoting::Plain => None,
         Quoting::Quoted => Some(Cow::Borrowed("quoted")),
         Quoting::Bare => Some(Cow::Borrowed("bare")),
-    };
-    node.value = Value::Text(value.into_owned());
+    });
+    node.value = Value::Text(value.into());
     node
 }
 
@@ -1016,15 +1008,17 @@ fn header_nodes(msg: &[u8]) -> Node {
     let mut command = Node::new(
         "command",
         0..4,
-        Value::Text(String::from_utf8_lossy(&h[..4]).into_owned()),
+        Value::Text(String::from_utf8_lossy(&h[..4]).into()),
     );
     if !command_ok(&h[..4]) {
-        command.error = Some(FeslError::BadCommand([h[0], h[1], h[2], h[3]]).to_string());
+        command.set_error(Some(
+            FeslError::BadCommand([h[0], h[1], h[2], h[3]]).to_string(),
+        ));
     }
     let mut ty = Node::new("type", 4..5, Value::UInt(u64::from(h[4])));
     match Tag::from_u8(h[4]) {
-        Some(t) => ty.display = Some(t.name().into()),
-        None => ty.error = Some(FeslError::BadTag(h[4]).to_string()),
+        Some(t) => ty.set_display(Some(t.name().into())),
+        None => ty.set_error(Some(FeslError::BadTag(h[4]).to_string())),
     }
     let number = Node::new(
         "number",
@@ -1034,10 +1028,10 @@ fn header_nodes(msg: &[u8]) -> Node {
     let size_v = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
     let mut size = Node::new("size", 8..12, Value::UInt(u64::from(size_v)));
     if size_v as usize != msg.len() {
-        size.error = Some(format!(
+        size.set_error(Some(format!(
             "size {size_v} but the packet has {} bytes",
             msg.len()
-        ));
+        )));
     }
     Node::group("header", 0..HEADER_LEN).with_children(vec![command, ty, number, size])
 }
@@ -1047,7 +1041,7 @@ fn txn_of(payload: &Node) -> Option<&str> {
     payload
         .children
         .iter()
-        .find(|c| c.name == "TXN" && c.kind.as_deref() != Some("raw"))
+        .find(|c| c.name == "TXN" && c.kind() != Some("raw"))
         .and_then(|c| c.value.as_text())
 }
 
@@ -1072,18 +1066,18 @@ fn error_node(facts: &Facts) -> Option<Node> {
     let (code, range) = facts.error_code.as_ref()?;
     let code_v = match code.parse::<i64>() {
         Ok(n) => Value::Int(n),
-        Err(_) => Value::Text(code.clone()),
+        Err(_) => Value::Text(code.clone().into()),
     };
     let mut children = vec![Node::new("code", range.clone(), code_v).derived()];
     if let Some(m) = &facts.message {
-        children.push(Node::new("message", range.clone(), Value::Text(m.clone())).derived());
+        children.push(Node::new("message", range.clone(), Value::Text(m.clone().into())).derived());
     }
     let meaning = code.parse::<i64>().ok().and_then(error_meaning);
     let mut node = Node::group("error", range.clone())
         .with_children(children)
         .derived();
     if let Some(m) = meaning {
-        node.display = Some(m.to_string());
+        node.set_display(Some(m.to_string()));
     }
     Some(node)
 }
@@ -1130,10 +1124,10 @@ impl FeslDecoder {
         let cmd = std::str::from_utf8(&command).unwrap_or("????");
         let set_error =
             |root: &mut Node, key: &str, e: String| match root.find_mut(&["payload", key]) {
-                Some(n) => n.error = Some(e),
+                Some(n) => n.set_error(Some(e)),
                 None => {
                     if let Some(p) = root.child_mut("payload") {
-                        p.error = Some(e);
+                        p.set_error(Some(e));
                     }
                 }
             };
@@ -1171,10 +1165,10 @@ impl FeslDecoder {
                 if let Some(ds) = &facts.decoded_size
                     && ds.parse::<usize>().ok() != Some(text.len())
                 {
-                    tree.error = Some(format!(
+                    tree.set_error(Some(format!(
                         "decodedSize {ds} but {} bytes were decoded",
                         text.len()
-                    ));
+                    )));
                 }
                 if let Some(e) = error_node(&rfacts) {
                     tree.children.push(e);
@@ -1221,7 +1215,7 @@ impl FeslDecoder {
         let mut root = Node::group("fesl", 0..msg.len());
         if msg.len() < HEADER_LEN {
             root.push(
-                Node::new("truncated", 0..msg.len(), Value::Bytes(msg.to_vec()))
+                Node::new("truncated", 0..msg.len(), Value::Bytes(msg.into()))
                     .with_error(FeslError::Short.to_string()),
             );
             return Message::new("fesl truncated", root);
@@ -1282,7 +1276,7 @@ fn bad(field: &str, reason: impl Into<String>) -> EncodeError {
 
 fn value_text<'a>(node: &'a Node, key: &str) -> Result<Cow<'a, str>, EncodeError> {
     Ok(match &node.value {
-        Value::Text(s) => Cow::Borrowed(s.as_str()),
+        Value::Text(s) => Cow::Borrowed(&**s),
         Value::UInt(u) => Cow::Owned(u.to_string()),
         Value::Int(i) => Cow::Owned(i.to_string()),
         Value::Float(f) => Cow::Owned(f.to_string()),
@@ -1303,10 +1297,10 @@ fn emit_group(
     let count = group
         .children
         .iter()
-        .any(|c| c.kind.as_deref() == Some("count"))
+        .any(|c| c.kind() == Some("count"))
         .then(|| element_count(group));
     for c in group.children.iter().filter(|c| !c.derived) {
-        let kind = c.kind.as_deref();
+        let kind = c.kind();
         let is_group = matches!(c.value, Value::None) && !matches!(kind, Some("raw" | "count"));
         if is_group {
             let len = prefix.len();
@@ -1352,7 +1346,7 @@ fn encode_payload(payload: &Node, out: &mut Vec<u8>) -> Result<(), EncodeError> 
     let mut prefix = String::new();
     let mut first = true;
     emit_group(payload, &mut prefix, out, &mut first)?;
-    out.extend_from_slice(End::from_kind(payload.kind.as_deref()).bytes());
+    out.extend_from_slice(End::from_kind(payload.kind()).bytes());
     Ok(())
 }
 

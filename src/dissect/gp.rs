@@ -191,8 +191,8 @@ impl StreamDecoder for GpDecoder {
 
 fn text_value(bytes: &[u8]) -> (Value, Option<String>) {
     match std::str::from_utf8(bytes) {
-        Ok(s) => (Value::Text(s.to_owned()), None),
-        Err(_) => (Value::Bytes(bytes.to_vec()), Some("not UTF-8".into())),
+        Ok(s) => (Value::Text(s.into()), None),
+        Err(_) => (Value::Bytes(bytes.into()), Some("not UTF-8".into())),
     }
 }
 
@@ -200,14 +200,14 @@ fn text_value(bytes: &[u8]) -> (Value, Option<String>) {
 pub fn decode_message(msg: &[u8]) -> Message {
     let mut root = Node::group("gp", 0..msg.len());
     let Some(body) = msg.strip_suffix(FINAL) else {
-        root.error = Some(GpError::NoFinal.to_string());
+        root.set_error(Some(GpError::NoFinal.to_string()));
         return Message::new("gp", root);
     };
     let toks = match tokens(body) {
         Ok(t) => t,
         Err(e) => {
             root.push(
-                Node::new("body", 0..body.len(), Value::Bytes(body.to_vec()))
+                Node::new("body", 0..body.len(), Value::Bytes(body.into()))
                     .with_error(e.to_string()),
             );
             return Message::new("gp", root);
@@ -228,7 +228,7 @@ pub fn decode_message(msg: &[u8]) -> Message {
             Some(v) => {
                 let (value, err) = text_value(v.bytes);
                 let mut node = Node::new(name, v.start..v.start + v.bytes.len(), value);
-                node.error = key_err.or(err);
+                node.set_error(key_err.or(err));
                 root.push(node);
                 fields.push((key.bytes, v.bytes));
             }
@@ -236,13 +236,13 @@ pub fn decode_message(msg: &[u8]) -> Message {
                 let mut node = Node::new(
                     name,
                     key.start..key.start + key.bytes.len(),
-                    Value::Bytes(key.bytes.to_vec()),
+                    Value::Bytes(key.bytes.into()),
                 )
                 .with_kind("key-only");
-                node.error = Some(
+                node.set_error(Some(
                     GpError::MissingValue(String::from_utf8_lossy(key.bytes).into_owned())
                         .to_string(),
-                );
+                ));
                 root.push(node);
             }
         }
@@ -279,7 +279,7 @@ pub fn decode_message(msg: &[u8]) -> Message {
                 label.push_str(c);
                 let v = match c.parse::<i64>() {
                     Ok(n) => Value::Int(n),
-                    Err(_) => Value::Text(c.to_string()),
+                    Err(_) => Value::Text(c.clone().into()),
                 };
                 e.push(Node::new("code", 0..msg.len(), v).derived());
             }
@@ -288,7 +288,7 @@ pub fn decode_message(msg: &[u8]) -> Message {
                 e.push(Node::new("fatal", 0..msg.len(), Value::Bool(true)).derived());
             }
             if let Some(m) = get(b"errmsg") {
-                e.push(Node::new("message", 0..msg.len(), Value::Text(m.into_owned())).derived());
+                e.push(Node::new("message", 0..msg.len(), Value::Text(m.into())).derived());
             }
             root.push(e);
         }
@@ -308,7 +308,7 @@ fn bad(field: &str, reason: &str) -> EncodeError {
 pub fn encode_tree(tree: &Node) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::with_capacity(tree.range.len().max(32));
     for c in tree.children.iter().filter(|c| !c.derived) {
-        let kind = c.kind.as_deref();
+        let kind = c.kind();
         if kind == Some("final") {
             continue;
         }

@@ -151,7 +151,7 @@ pub fn decode_messages(body: &[u8], opts: &Options<'_>, ctx: &Context) -> Body {
         let name = format!("message {index}");
         let Some(head) = rest.get(..PREFIX) else {
             out.nodes.push(
-                Node::new(name, at..body.len(), Value::Bytes(rest.to_vec())).with_error(format!(
+                Node::new(name, at..body.len(), Value::Bytes(rest.into())).with_error(format!(
                     "truncated gRPC message prefix: {} of 5 bytes",
                     rest.len()
                 )),
@@ -179,7 +179,7 @@ pub fn decode_messages(body: &[u8], opts: &Options<'_>, ctx: &Context) -> Body {
                 Node::new(
                     "payload",
                     start..body.len(),
-                    Value::Bytes(body[start..].to_vec()),
+                    Value::Bytes(body[start..].into()),
                 )
                 .with_error(reason),
             );
@@ -188,10 +188,10 @@ pub fn decode_messages(body: &[u8], opts: &Options<'_>, ctx: &Context) -> Body {
         }
         let end = start + len;
         node.range = at..end;
-        node.display = Some(
+        node.set_display(Some(
             desc.as_ref()
                 .map_or_else(|| "no schema".to_string(), |d| d.full_name().to_string()),
-        );
+        ));
         match flag {
             0 => {
                 let mut payload = protobuf::decode_message_in(body, start..end, desc.as_ref());
@@ -210,12 +210,8 @@ pub fn decode_messages(body: &[u8], opts: &Options<'_>, ctx: &Context) -> Body {
                 out.derived.extend(derived);
             }
             _ => node.push(
-                Node::new(
-                    "payload",
-                    start..end,
-                    Value::Bytes(body[start..end].to_vec()),
-                )
-                .with_error("not decoded: the compressed flag is neither 0 nor 1"),
+                Node::new("payload", start..end, Value::Bytes(body[start..end].into()))
+                    .with_error("not decoded: the compressed flag is neither 0 nor 1"),
             ),
         }
         if let Some(d) = &desc {
@@ -246,7 +242,7 @@ fn compressed_payload(
     desc: Option<&MessageDescriptor>,
     index: usize,
 ) -> (Node, Option<DerivedBuffer>) {
-    let node = Node::new("payload", range, Value::Bytes(bytes.to_vec()));
+    let node = Node::new("payload", range, Value::Bytes(bytes.into()));
     // Without a grpc-encoding header, gzip's magic number still tells it apart.
     let encoding = match encoding {
         Some(e) => e.trim().to_ascii_lowercase(),
@@ -412,7 +408,7 @@ mod tests {
         let body = decode_messages(&b[..6], &Options::default(), &Context::default());
         assert!(body.nodes[0].has_error());
         let body = decode_messages(&b[..2], &Options::default(), &Context::default());
-        assert!(body.nodes[0].error.is_some());
+        assert!(body.nodes[0].error().is_some());
         let body = decode_messages(
             &msg(7, b"\x08\x01"),
             &Options::default(),

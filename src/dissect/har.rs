@@ -196,7 +196,7 @@ fn entry(
 /// A field's value as text, without the quotes the tree pane puts around strings.
 fn plain(value: &Value) -> String {
     match value {
-        Value::Text(t) => t.clone(),
+        Value::Text(t) => t.to_string(),
         Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
         other => other.render(),
     }
@@ -238,8 +238,8 @@ fn body_of(d: &Decoded) -> Vec<u8> {
         return b.bytes.clone();
     }
     match d.message.tree.child("body").map(|b| &b.value) {
-        Some(Value::Bytes(b)) => b.clone(),
-        Some(Value::Text(t)) => t.clone().into_bytes(),
+        Some(Value::Bytes(b)) => b.to_vec(),
+        Some(Value::Text(t)) => t.as_bytes().to_vec(),
         _ => Vec::new(),
     }
 }

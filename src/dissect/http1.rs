@@ -137,12 +137,12 @@ pub fn edit_tree(msg: &Message) -> Node {
     else {
         return tree;
     };
-    let chunked = body.kind.as_deref() == Some("chunked");
+    let chunked = body.kind() == Some("chunked");
     // Trailers and chunk extensions have no place in the decoded body: such a body stays
     // edited as its chunks.
     let plain_end = body
         .child("trailers")
-        .is_none_or(|t| t.children.is_empty() && t.kind.is_none())
+        .is_none_or(|t| t.children.is_empty() && t.kind().is_none())
         && body
             .child("last chunk")
             .is_none_or(|l| l.value.as_text() == Some("0\r\n"));
@@ -158,11 +158,18 @@ pub fn edit_tree(msg: &Message) -> Node {
     };
     let mut children = decoded.tree.children.clone();
     children.push(Node::new("wire body", 0..0, body.value.clone()).derived());
-    children.push(Node::new("decoded body", 0..0, Value::Bytes(decoded.bytes.clone())).derived());
+    children.push(
+        Node::new(
+            "decoded body",
+            0..0,
+            Value::Bytes(decoded.bytes.clone().into()),
+        )
+        .derived(),
+    );
     *body = Node::new(
         "body",
         body.range.clone(),
-        Value::Bytes(decoded.bytes.clone()),
+        Value::Bytes(decoded.bytes.clone().into()),
     )
     .with_kind(kind)
     .with_children(children);
@@ -643,7 +650,7 @@ impl StreamDecoder for Http1Decoder {
             let node = Node::group("http", 0..msg.len()).with_children(vec![Node::new(
                 "upgraded data",
                 0..msg.len(),
-                Value::Bytes(msg.to_vec()),
+                Value::Bytes(msg.into()),
             )]);
             return Message::new("upgraded data", node);
         }
@@ -660,8 +667,8 @@ impl StreamDecoder for Http1Decoder {
 /// Text when UTF-8, else bytes.
 fn text_or_bytes(b: &[u8]) -> (Value, bool) {
     match std::str::from_utf8(b) {
-        Ok(s) => (Value::Text(s.to_string()), true),
-        Err(_) => (Value::Bytes(b.to_vec()), false),
+        Ok(s) => (Value::Text(s.into()), true),
+        Err(_) => (Value::Bytes(b.into()), false),
     }
 }
 
@@ -713,11 +720,11 @@ fn header_node(msg: &[u8], line: Range<usize>, eol: Range<usize>) -> Node {
     let post_s = lossy(&value_part[value.len()..]);
     let eol_s = lossy(eol_text);
     if (pre_s.as_str(), post_s.as_str(), eol_s.as_str()) != (" ", "", "\r\n") {
-        n.kind = Some(Cow::Owned(format!("{pre_s}|{post_s}|{eol_s}")));
+        n.set_kind(Some(Cow::Owned(format!("{pre_s}|{post_s}|{eol_s}"))));
     }
     if !utf8 {
-        n.display = Some(lossy(value));
-        n.error = Some("header value is not valid UTF-8".into());
+        n.set_display(Some(lossy(value)));
+        n.set_error(Some("header value is not valid UTF-8".into()));
     }
     n
 }
@@ -751,28 +758,28 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
                     n.push(Node::new(
                         "method",
                         o..o + a,
-                        Value::Text(lossy(&text[..a])),
+                        Value::Text(lossy(&text[..a]).into()),
                     ));
                     n.push(Node::new(
                         "target",
                         o + a + 1..o + b,
-                        Value::Text(lossy(&text[a + 1..b])),
+                        Value::Text(lossy(&text[a + 1..b]).into()),
                     ));
                     n.push(Node::new(
                         "version",
                         o + b + 1..line.end,
-                        Value::Text(lossy(&text[b + 1..])),
+                        Value::Text(lossy(&text[b + 1..]).into()),
                     ));
                     let target = lossy(&text[a + 1..b]);
                     let short: String = target.chars().take(80).collect();
                     label = format!("{} {short}", lossy(&text[..a]));
                     if !request_line_ok(text) {
-                        n.error = Some("malformed request line".into());
+                        n.set_error(Some("malformed request line".into()));
                     }
                 }
                 _ => {
-                    n.value = Value::Text(lossy(text));
-                    n.error = Some("malformed request line".into());
+                    n.value = Value::Text(lossy(text).into());
+                    n.set_error(Some("malformed request line".into()));
                     label = "malformed request".into();
                 }
             }
@@ -786,7 +793,7 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
                 n.push(Node::new(
                     "version",
                     o..o + 8,
-                    Value::Text(lossy(&text[..8])),
+                    Value::Text(lossy(&text[..8]).into()),
                 ));
                 let code: u16 = std::str::from_utf8(&text[9..12])
                     .ok()
@@ -799,7 +806,7 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
                     n.push(Node::new(
                         "reason",
                         o + 13..line.end,
-                        Value::Text(r.clone()),
+                        Value::Text(r.clone().into()),
                     ));
                     r
                 } else {
@@ -807,14 +814,14 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
                 };
                 label = format!("{code} {reason}").trim_end().to_string();
             } else {
-                n.value = Value::Text(lossy(text));
-                n.error = Some("malformed status line".into());
+                n.value = Value::Text(lossy(text).into());
+                n.set_error(Some("malformed status line".into()));
             }
             n
         }
     };
     if &msg[eol.clone()] != b"\r\n" {
-        start.kind = Some(Cow::Owned(lossy(&msg[eol.clone()])));
+        start.set_kind(Some(Cow::Owned(lossy(&msg[eol.clone()]))));
     }
     root.push(start);
     // Headers.
@@ -835,10 +842,12 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
     if let Some(b) = &blank_eol
         && &msg[b.clone()] != b"\r\n"
     {
-        headers.kind = Some(Cow::Owned(lossy(&msg[b.clone()])));
+        headers.set_kind(Some(Cow::Owned(lossy(&msg[b.clone()]))));
     }
     if head.is_none() {
-        headers.error = Some("truncated head: no blank line after the headers".into());
+        headers.set_error(Some(
+            "truncated head: no blank line after the headers".into(),
+        ));
     }
     // Cross-check with httparse.
     let nlines = msg[..head_len].iter().filter(|&&b| b == b'\n').count();
@@ -854,7 +863,7 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
     let hs: Vec<(&[u8], &[u8])> = headers
         .children
         .iter()
-        .filter(|h| h.error.is_none())
+        .filter(|h| h.error().is_none())
         .map(|h| (h.name.as_bytes(), msg.get(h.range.clone()).unwrap_or(&[])))
         .collect();
     let kind = body_kind(hs.into_iter(), dir, status);
@@ -862,7 +871,7 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
         && !root.has_error()
         && !headers.has_error()
     {
-        headers.error = Some(format!("invalid head: {e}"));
+        headers.set_error(Some(format!("invalid head: {e}")));
     }
     if let BodyKind::BadLength(reason) = &kind {
         if let Some(h) = headers
@@ -870,9 +879,9 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
             .iter_mut()
             .find(|h| h.name.eq_ignore_ascii_case("content-length"))
         {
-            h.error = Some(format!("{reason}; body not framed"));
+            h.set_error(Some(format!("{reason}; body not framed")));
         } else {
-            headers.error = Some(reason.clone());
+            headers.set_error(Some(reason.clone()));
         }
     }
     let content_type = header_value(&headers, "content-type").map(str::to_ascii_lowercase);
@@ -884,15 +893,16 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
         let mut body = Node::new(
             "body",
             body_range.clone(),
-            Value::Bytes(msg[head_len..].to_vec()),
+            Value::Bytes(msg[head_len..].into()),
         );
         let plain = if kind == BodyKind::Chunked {
-            body.kind = Some("chunked".into());
+            body.set_kind(Some("chunked".into()));
             let (bytes, complete) = chunk_nodes(msg, head_len, &mut body);
-            if !complete && body.error.is_none() {
-                body.error = Some("chunked body incomplete".into());
+            if !complete && body.error().is_none() {
+                body.set_error(Some("chunked body incomplete".into()));
             }
-            let mut t = Node::new("body", 0..bytes.len(), Value::Bytes(bytes.clone())).derived();
+            let mut t =
+                Node::new("body", 0..bytes.len(), Value::Bytes(bytes.clone().into())).derived();
             if encoding.is_none() {
                 add_body_children(&mut t, &bytes, content_type.as_deref(), 0);
             }
@@ -917,7 +927,8 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
             match decompress(enc, &plain) {
                 Some(Ok(bytes)) => {
                     let mut t =
-                        Node::new("body", 0..bytes.len(), Value::Bytes(bytes.clone())).derived();
+                        Node::new("body", 0..bytes.len(), Value::Bytes(bytes.clone().into()))
+                            .derived();
                     add_body_children(&mut t, &bytes, content_type.as_deref(), 0);
                     derived.push(DerivedBuffer {
                         name: "body (decoded)".into(),
@@ -926,7 +937,7 @@ fn decode_message(msg: &[u8], dir: Direction) -> Message {
                     });
                 }
                 Some(Err(e)) => {
-                    body.error = Some(format!("{enc} body: {e}"));
+                    body.set_error(Some(format!("{enc} body: {e}")));
                 }
                 None => {}
             }
@@ -963,20 +974,20 @@ fn chunk_nodes(msg: &[u8], start: usize, body: &mut Node) -> (Vec<u8>, bool) {
             .with_display(format!("0x{:x} ({})", ch.size, ch.size));
         let canonical = format!("{:x}", ch.size);
         if raw_line != canonical {
-            size.kind = Some(Cow::Owned(raw_line));
+            size.set_kind(Some(Cow::Owned(raw_line)));
         }
         let mut node = Node::group("chunk", ch.all.clone()).with_children(vec![
             size,
             Node::new(
                 "data",
                 ch.data.clone(),
-                Value::Bytes(msg[ch.data.clone()].to_vec()),
+                Value::Bytes(msg[ch.data.clone()].into()),
             ),
         ]);
         let e1 = lossy(&msg[ch.eols.0.clone()]);
         let e2 = lossy(&msg[ch.eols.1.clone()]);
         if (e1.as_str(), e2.as_str()) != ("\r\n", "\r\n") {
-            node.kind = Some(Cow::Owned(format!("{e1}|{e2}")));
+            node.set_kind(Some(Cow::Owned(format!("{e1}|{e2}"))));
         }
         body.push(node);
     }
@@ -984,7 +995,7 @@ fn chunk_nodes(msg: &[u8], start: usize, body: &mut Node) -> (Vec<u8>, bool) {
         body.push(Node::new(
             "last chunk",
             last.clone(),
-            Value::Text(lossy(&msg[last.clone()])),
+            Value::Text(lossy(&msg[last.clone()]).into()),
         ));
         let mut trailers = Node::group("trailers", last.end..c.end.max(last.end));
         let mut at = last.end;
@@ -997,7 +1008,7 @@ fn chunk_nodes(msg: &[u8], start: usize, body: &mut Node) -> (Vec<u8>, bool) {
         if let Some(b) = &c.blank
             && &msg[b.clone()] != b"\r\n"
         {
-            trailers.kind = Some(Cow::Owned(lossy(&msg[b.clone()])));
+            trailers.set_kind(Some(Cow::Owned(lossy(&msg[b.clone()]))));
         }
         body.push(trailers);
     }
@@ -1010,7 +1021,7 @@ fn chunk_nodes(msg: &[u8], start: usize, body: &mut Node) -> (Vec<u8>, bool) {
                 Node::new(
                     "chunk",
                     at.min(msg.len())..end,
-                    Value::Bytes(msg[at.min(msg.len())..end].to_vec()),
+                    Value::Bytes(msg[at.min(msg.len())..end].into()),
                 )
                 .with_error(reason),
             );
@@ -1129,7 +1140,7 @@ fn form_tree(bytes: &[u8]) -> Node {
             let (value, _) = text_or_bytes(&percent_decode(v));
             let mut n = Node::new(Cow::Owned(name), vr, value);
             if !part.contains(&b'=') {
-                n.kind = Some("novalue".into());
+                n.set_kind(Some("novalue".into()));
             }
             node.push(n);
         }
@@ -1144,7 +1155,7 @@ fn form_fields(node: &Node) -> Vec<(String, Vec<u8>, bool)> {
         .filter(|c| !c.derived)
         .map(|c| {
             let v = value_bytes(&c.value);
-            (c.name.to_string(), v, c.kind.as_deref() == Some("novalue"))
+            (c.name.to_string(), v, c.kind() == Some("novalue"))
         })
         .collect()
 }
@@ -1171,8 +1182,8 @@ fn value_bytes(v: &Value) -> Vec<u8> {
         Value::Int(i) => i.to_string().into_bytes(),
         Value::UInt(u) => u.to_string().into_bytes(),
         Value::Float(f) => f.to_string().into_bytes(),
-        Value::Text(s) => s.clone().into_bytes(),
-        Value::Bytes(b) => b.clone(),
+        Value::Text(s) => s.as_bytes().to_vec(),
+        Value::Bytes(b) => b.to_vec(),
     }
 }
 
@@ -1192,7 +1203,7 @@ fn field_text(node: &Node, name: &str) -> Result<Vec<u8>, EncodeError> {
 
 /// Whether a node or any non-derived node below it is an error.
 fn wire_error(node: &Node) -> Option<&Node> {
-    if node.error.is_some() {
+    if node.error().is_some() {
         return Some(node);
     }
     node.children
@@ -1206,7 +1217,7 @@ fn header_bytes(
     h: &Node,
     override_value: Option<&[u8]>,
 ) -> Result<(), EncodeError> {
-    let kind = h.kind.as_deref().unwrap_or(" ||\r\n");
+    let kind = h.kind().unwrap_or(" ||\r\n");
     let value = override_value.map_or_else(|| value_bytes(&h.value), <[u8]>::to_vec);
     if value.iter().any(|&c| c == b'\r' || c == b'\n') {
         return Err(EncodeError::BadField {
@@ -1266,12 +1277,14 @@ fn encode_chunked(out: &mut Vec<u8>, body: &Node) -> Result<(), EncodeError> {
                 }
                 let size = c.child("size");
                 let line = match size {
-                    Some(s) if s.value.as_u64() == Some(data.len() as u64) && s.kind.is_some() => {
-                        s.kind.as_deref().unwrap_or_default().to_string()
+                    Some(s)
+                        if s.value.as_u64() == Some(data.len() as u64) && s.kind().is_some() =>
+                    {
+                        s.kind().unwrap_or_default().to_string()
                     }
                     _ => format!("{:x}", data.len()),
                 };
-                let kind = c.kind.as_deref().unwrap_or("\r\n|\r\n");
+                let kind = c.kind().unwrap_or("\r\n|\r\n");
                 let (e1, e2) = kind.split_once('|').unwrap_or(("\r\n", "\r\n"));
                 out.extend_from_slice(line.as_bytes());
                 out.extend_from_slice(e1.as_bytes());
@@ -1283,7 +1296,7 @@ fn encode_chunked(out: &mut Vec<u8>, body: &Node) -> Result<(), EncodeError> {
                 for t in c.children.iter().filter(|t| !t.derived) {
                     header_bytes(out, t, None)?;
                 }
-                out.extend_from_slice(c.kind.as_deref().unwrap_or("\r\n").as_bytes());
+                out.extend_from_slice(c.kind().unwrap_or("\r\n").as_bytes());
             }
             _ => {}
         }
@@ -1303,7 +1316,7 @@ pub fn encode(tree: &Node) -> Result<Vec<u8>, EncodeError> {
         out.extend(field_text(r, "target")?);
         out.push(b' ');
         out.extend(field_text(r, "version")?);
-        out.extend_from_slice(r.kind.as_deref().unwrap_or("\r\n").as_bytes());
+        out.extend_from_slice(r.kind().unwrap_or("\r\n").as_bytes());
     } else if let Some(s) = tree.child("status line") {
         out.extend(field_text(s, "version")?);
         out.push(b' ');
@@ -1320,7 +1333,7 @@ pub fn encode(tree: &Node) -> Result<Vec<u8>, EncodeError> {
             out.push(b' ');
             out.extend(field_text(s, "reason")?);
         }
-        out.extend_from_slice(s.kind.as_deref().unwrap_or("\r\n").as_bytes());
+        out.extend_from_slice(s.kind().unwrap_or("\r\n").as_bytes());
     } else {
         return Err(EncodeError::Missing("request line or status line".into()));
     }
@@ -1328,14 +1341,10 @@ pub fn encode(tree: &Node) -> Result<Vec<u8>, EncodeError> {
         .child("headers")
         .ok_or_else(|| EncodeError::Missing("headers".into()))?;
     let body = tree.child("body");
-    let edit_kind = body.and_then(|b| {
-        EDIT_KINDS
-            .iter()
-            .find(|(k, _, _)| b.kind.as_deref() == Some(*k))
-    });
+    let edit_kind = body.and_then(|b| EDIT_KINDS.iter().find(|(k, _, _)| b.kind() == Some(*k)));
     let chunked = match edit_kind {
         Some((_, _, chunked)) => *chunked,
-        None => body.is_some_and(|b| b.kind.as_deref() == Some("chunked")),
+        None => body.is_some_and(|b| b.kind() == Some("chunked")),
     };
     let body_plain = match (body, edit_kind) {
         (Some(b), Some((_, encoding, chunked))) => Some(decoded_body_wire(b, *encoding, *chunked)?),
@@ -1355,7 +1364,7 @@ pub fn encode(tree: &Node) -> Result<Vec<u8>, EncodeError> {
         }
         header_bytes(&mut out, h, over.as_deref())?;
     }
-    out.extend_from_slice(headers.kind.as_deref().unwrap_or("\r\n").as_bytes());
+    out.extend_from_slice(headers.kind().unwrap_or("\r\n").as_bytes());
     if let Some(b) = body {
         if let Some(p) = body_plain {
             out.extend(p);

@@ -451,7 +451,7 @@ impl StreamDecoder for Http2Decoder {
                     Node::group("h2 preface", 0..msg.len()).with_children(vec![Node::new(
                         "magic",
                         0..msg.len(),
-                        Value::Text(String::from_utf8_lossy(msg).into_owned()),
+                        Value::Text(String::from_utf8_lossy(msg).into()),
                     )]),
                 );
             }
@@ -483,7 +483,7 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 
 fn bytes_node(name: &'static str, b: &[u8], range: std::ops::Range<usize>) -> Node {
     let v = b.get(range.clone()).unwrap_or_default().to_vec();
-    Node::new(name, range, Value::Bytes(v))
+    Node::new(name, range, Value::Bytes(v.into()))
 }
 
 fn header_node(h: &FrameHeader, msg: &[u8]) -> Node {
@@ -593,9 +593,10 @@ impl Http2Decoder {
         let Some(h) = FrameHeader::parse(msg) else {
             return Message::new(
                 "h2 ?",
-                Node::new("h2 frame", 0..msg.len(), Value::Bytes(msg.to_vec())).with_error(
-                    format!("{} bytes are too few for a frame header", msg.len()),
-                ),
+                Node::new("h2 frame", 0..msg.len(), Value::Bytes(msg.into())).with_error(format!(
+                    "{} bytes are too few for a frame header",
+                    msg.len()
+                )),
             );
         };
         let mut out = Out {
@@ -675,7 +676,7 @@ impl Http2Decoder {
                         };
                         out.root.push(
                             Node::new(name, at..at + 6, Value::UInt(u64::from(v)))
-                                .with_tag(u64::from(id)),
+                                .with_tag(u32::from(id)),
                         );
                         at += 6;
                     }
@@ -760,8 +761,8 @@ impl Http2Decoder {
         let res = self.hpack.decode_with_cb(block, |name, value| {
             let name = String::from_utf8_lossy(&name).into_owned();
             let value = match std::str::from_utf8(&value) {
-                Ok(s) => Value::Text(s.to_string()),
-                Err(_) => Value::Bytes(value.into_owned()),
+                Ok(s) => Value::Text(s.into()),
+                Err(_) => Value::Bytes(value.into()),
             };
             headers.push((name, value));
         });
@@ -942,7 +943,7 @@ impl Http2Decoder {
     ) -> Node {
         let mut node = Node::group(name, range.clone());
         if let Some(note) = note {
-            node.display = Some(note);
+            node.set_display(Some(note));
         }
         if let Some(reason) = &self.hpack_poisoned
             && list.error.is_none()
@@ -961,13 +962,13 @@ impl Http2Decoder {
             match (hname.as_str(), value.as_text()) {
                 ("grpc-status", Some(v)) => {
                     if let Ok(code) = v.trim().parse::<u64>() {
-                        n.display = Some(format!("{code} ({})", grpc::status_name(code)));
+                        n.set_display(Some(format!("{code} ({})", grpc::status_name(code))));
                     }
                 }
                 ("grpc-message", Some(v)) => {
                     let decoded = grpc::percent_decode(v);
                     if decoded != v {
-                        n.display = Some(format!("{decoded:?}"));
+                        n.set_display(Some(format!("{decoded:?}")));
                     }
                 }
                 _ => {}
@@ -1183,7 +1184,7 @@ impl Http2Decoder {
         }
         let mut tree = Node::group("gRPC", 0..body.len()).with_children(decoded.nodes);
         if let Some(p) = &path {
-            tree.display = Some(p.clone());
+            tree.set_display(Some(p.clone()));
         }
         out.derived.push(DerivedBuffer {
             name,
@@ -1243,8 +1244,8 @@ fn body_tree(body: &[u8], content_type: Option<&str>) -> Node {
         c.starts_with("text/") || c.contains("json") || c.contains("xml") || c.contains("form")
     });
     match std::str::from_utf8(body) {
-        Ok(s) if texty => Node::new("body", 0..body.len(), Value::Text(s.to_string())),
-        _ => Node::new("body", 0..body.len(), Value::Bytes(body.to_vec())),
+        Ok(s) if texty => Node::new("body", 0..body.len(), Value::Text(s.into())),
+        _ => Node::new("body", 0..body.len(), Value::Bytes(body.into())),
     }
 }
 
@@ -1289,7 +1290,7 @@ fn check_stream(out: &mut Out, h: &FrameHeader, needs_stream: bool) {
     if let Some(reason) = wrong
         && let Some(s) = out.root.find_mut(&["header", "stream"])
     {
-        s.error = Some(reason.into());
+        s.set_error(Some(reason.into()));
     }
 }
 

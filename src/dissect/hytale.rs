@@ -204,7 +204,7 @@ fn resync(buf: &[u8]) -> usize {
 /// Decodes one frame (as [`frame_at`] delimited it). `secret` is the referral HMAC secret.
 pub fn decode_message(msg: &[u8], secret: Option<&[u8]>) -> Message {
     let Some((len, id)) = header(msg) else {
-        let root = Node::new("frame", 0..msg.len(), Value::Bytes(msg.to_vec()))
+        let root = Node::new("frame", 0..msg.len(), Value::Bytes(msg.into()))
             .with_kind(KIND_FRAME)
             .with_error(format!(
                 "frame header needs {HEADER_LEN} bytes, got {}",
@@ -256,7 +256,7 @@ pub fn decode_message(msg: &[u8], secret: Option<&[u8]>) -> Message {
     let mut payload_node = match spec {
         Some(s) if s.compressed => {
             let mut node =
-                Node::new("payload", range, Value::Bytes(payload.to_vec())).with_kind("zstd");
+                Node::new("payload", range, Value::Bytes(payload.into())).with_kind("zstd");
             match decompress(payload, s.max()) {
                 Ok(plain) => {
                     node = node.with_display(format!(
@@ -283,7 +283,7 @@ pub fn decode_message(msg: &[u8], secret: Option<&[u8]>) -> Message {
         ) => Node::group("payload", range)
             .with_kind("fields")
             .with_children(decode_fields(s, layout, payload, HEADER_LEN, secret)),
-        _ => Node::new("payload", range, Value::Bytes(payload.to_vec())).with_kind("raw"),
+        _ => Node::new("payload", range, Value::Bytes(payload.into())).with_kind("raw"),
     };
     if let Some(n) = declared.filter(|&n| n > available) {
         payload_node = payload_node.with_error(format!(
@@ -299,7 +299,7 @@ pub fn decode_message(msg: &[u8], secret: Option<&[u8]>) -> Message {
             Node::new(
                 "trailing",
                 HEADER_LEN + payload_len..msg.len(),
-                Value::Bytes(extra.to_vec()),
+                Value::Bytes(extra.into()),
             )
             .with_error(format!("{} bytes after the frame", extra.len())),
         );
@@ -311,12 +311,12 @@ pub fn decode_message(msg: &[u8], secret: Option<&[u8]>) -> Message {
     }
 }
 
-fn id_tag(id: i32) -> u64 {
-    u64::from(id as u32)
+fn id_tag(id: i32) -> u32 {
+    id.cast_unsigned()
 }
 
-fn id_from_tag(tag: u64) -> Option<i32> {
-    u32::try_from(tag).ok().map(|t| t as i32)
+fn id_from_tag(tag: u32) -> i32 {
+    tag.cast_signed()
 }
 
 /// The tree of a decompressed payload (ranges within `plain`).
@@ -327,7 +327,7 @@ fn payload_tree(spec: &PacketSpec, plain: &[u8], secret: Option<&[u8]>) -> Node 
     match &spec.layout {
         Some(layout) => root.with_children(decode_fields(spec, layout, plain, 0, secret)),
         None => root.with_children(vec![
-            Node::new("data", 0..plain.len(), Value::Bytes(plain.to_vec())).with_kind("raw"),
+            Node::new("data", 0..plain.len(), Value::Bytes(plain.into())).with_kind("raw"),
         ]),
     }
 }
@@ -512,7 +512,7 @@ fn decode_fields(
             Node::new(
                 "trailing",
                 base + end..base + p.len(),
-                Value::Bytes(rest.to_vec()),
+                Value::Bytes(rest.into()),
             )
             .with_error(format!("{} bytes after the last field", rest.len())),
         );
@@ -579,7 +579,7 @@ fn decode_fixed(f: &FixedField, b: &[u8], at: usize) -> Node {
         }
         FixedType::UuidBe => {
             let u: [u8; 16] = arr(16).try_into().unwrap_or_default();
-            Node::new(f.name, range, Value::Text(uuid_text(&u))).with_kind("uuid")
+            Node::new(f.name, range, Value::Text(uuid_text(&u).into())).with_kind("uuid")
         }
         FixedType::Ascii(n) => {
             let raw = arr(n);
@@ -589,9 +589,9 @@ fn decode_fixed(f: &FixedField, b: &[u8], at: usize) -> Node {
                 .map_or(&raw[..0], |last| &raw[..=last]);
             if trimmed.is_ascii() {
                 let text = String::from_utf8_lossy(trimmed).into_owned();
-                Node::new(f.name, range, Value::Text(text)).with_kind("ascii")
+                Node::new(f.name, range, Value::Text(text.into())).with_kind("ascii")
             } else {
-                Node::new(f.name, range, Value::Bytes(trimmed.to_vec()))
+                Node::new(f.name, range, Value::Bytes(trimmed.into()))
                     .with_kind("ascii")
                     .with_error("not ASCII")
             }
@@ -727,13 +727,9 @@ fn decode_var(
         VarType::Str { max, ascii } => decode_string(vf.name, p, pos, base, max, ascii),
         VarType::Bytes { max } => match read_prefixed(vf.name, p, pos, base, max) {
             Prefixed::Ok(length, bytes, end) => (
-                Node::new(
-                    vf.name,
-                    base + pos..base + end,
-                    Value::Bytes(bytes.to_vec()),
-                )
-                .with_kind("bytes")
-                .with_children(vec![length]),
+                Node::new(vf.name, base + pos..base + end, Value::Bytes(bytes.into()))
+                    .with_kind("bytes")
+                    .with_children(vec![length]),
                 end,
             ),
             Prefixed::Bad(node, end) => (node, end),
@@ -742,13 +738,9 @@ fn decode_var(
             Prefixed::Ok(length, bytes, end) => {
                 let data_at = base + end - bytes.len();
                 (
-                    Node::new(
-                        vf.name,
-                        base + pos..base + end,
-                        Value::Bytes(bytes.to_vec()),
-                    )
-                    .with_kind("referral")
-                    .with_children(vec![length, referral_tree(bytes, data_at, secret)]),
+                    Node::new(vf.name, base + pos..base + end, Value::Bytes(bytes.into()))
+                        .with_kind("referral")
+                        .with_children(vec![length, referral_tree(bytes, data_at, secret)]),
                     end,
                 )
             }
@@ -769,7 +761,7 @@ fn decode_var(
                 .with_kind("hostport")
                 .with_children(vec![port_node, host]);
             if let Some(h) = node.child("host").and_then(|h| h.value.as_text()) {
-                node.display = Some(format!("{h}:{port}"));
+                node.set_display(Some(format!("{h}:{port}")));
             }
             (node, end)
         }
@@ -793,14 +785,12 @@ fn decode_string(
     let kind = if ascii { "ascii" } else { "string" };
     let node = match std::str::from_utf8(bytes) {
         Ok(s) if ascii && !s.is_ascii() => {
-            Node::new(name, range, Value::Bytes(bytes.to_vec())).with_error("not ASCII")
+            Node::new(name, range, Value::Bytes(bytes.into())).with_error("not ASCII")
         }
-        Ok(s) if !ascii && s.chars().count() > max => {
-            Node::new(name, range, Value::Text(s.to_string()))
-                .with_error(format!("more than {max} characters"))
-        }
-        Ok(s) => Node::new(name, range, Value::Text(s.to_string())),
-        Err(e) => Node::new(name, range, Value::Bytes(bytes.to_vec()))
+        Ok(s) if !ascii && s.chars().count() > max => Node::new(name, range, Value::Text(s.into()))
+            .with_error(format!("more than {max} characters")),
+        Ok(s) => Node::new(name, range, Value::Text(s.into())),
+        Err(e) => Node::new(name, range, Value::Bytes(bytes.into()))
             .with_error(format!("invalid UTF-8: {e}")),
     };
     (node.with_kind(kind).with_children(vec![length]), end)
@@ -996,7 +986,9 @@ fn referral_tree(d: &[u8], at: usize, secret: Option<&[u8]>) -> Node {
     }
     node.push(v);
     let (Some(msb), Some(lsb)) = (le_i64(d, 4), le_i64(d, 12)) else {
-        node.error.get_or_insert("truncated uuid".into());
+        if node.error().is_none() {
+            node.set_error(Some("truncated uuid".into()));
+        }
         return node;
     };
     node.push(Node::new("uuidMsb", r(4, 12), Value::Int(msb)).with_kind("i64le"));
@@ -1005,7 +997,7 @@ fn referral_tree(d: &[u8], at: usize, secret: Option<&[u8]>) -> Node {
         Node::new(
             "uuid",
             r(4, 20),
-            Value::Text(uuid_text(&uuid_from_halves(msb, lsb))),
+            Value::Text(uuid_text(&uuid_from_halves(msb, lsb)).into()),
         )
         .derived(),
     );
@@ -1017,8 +1009,8 @@ fn referral_tree(d: &[u8], at: usize, secret: Option<&[u8]>) -> Node {
                 let len_node =
                     Node::new("length", r(pos, start), Value::Int(len.into())).with_kind("i32le");
                 let s = match std::str::from_utf8(bytes) {
-                    Ok(s) => Node::new(name, r(pos, end), Value::Text(s.to_string())),
-                    Err(e) => Node::new(name, r(pos, end), Value::Bytes(bytes.to_vec()))
+                    Ok(s) => Node::new(name, r(pos, end), Value::Text(s.into())),
+                    Err(e) => Node::new(name, r(pos, end), Value::Bytes(bytes.into()))
                         .with_error(format!("invalid UTF-8: {e}")),
                 };
                 node.push(s.with_kind("string").with_children(vec![len_node]));
@@ -1047,14 +1039,14 @@ fn referral_tree(d: &[u8], at: usize, secret: Option<&[u8]>) -> Node {
             Node::new(
                 "hmac",
                 r(signed, d.len()),
-                Value::Bytes(d.get(signed..).unwrap_or(&[]).to_vec()),
+                Value::Bytes(d.get(signed..).unwrap_or(&[]).into()),
             )
             .with_error("truncated: HMAC-SHA256 needs 32 bytes"),
         );
         return node;
     };
     node.push(
-        Node::new("hmac", r(signed, signed + 32), Value::Bytes(tag.to_vec()))
+        Node::new("hmac", r(signed, signed + 32), Value::Bytes(tag.into()))
             .with_kind("hmac-sha256"),
     );
     if let Some(extra) = d.get(signed + 32..).filter(|e| !e.is_empty()) {
@@ -1062,7 +1054,7 @@ fn referral_tree(d: &[u8], at: usize, secret: Option<&[u8]>) -> Node {
             Node::new(
                 "trailing",
                 r(signed + 32, d.len()),
-                Value::Bytes(extra.to_vec()),
+                Value::Bytes(extra.into()),
             )
             .with_error(format!("{} bytes after the HMAC", extra.len())),
         );
@@ -1090,10 +1082,7 @@ fn check_referral_identity(fields: &mut [Node]) {
         .iter()
         .find(|n| n.name == "username")
         .and_then(|n| n.value.as_text().map(str::to_owned));
-    for field in fields
-        .iter_mut()
-        .filter(|n| n.kind.as_deref() == Some("referral"))
-    {
+    for field in fields.iter_mut().filter(|n| n.kind() == Some("referral")) {
         let Some(referral) = field.child_mut("referral") else {
             continue;
         };
@@ -1133,10 +1122,10 @@ fn check_referral_identity(fields: &mut [Node]) {
 /// Encodes a frame's tree (the on-wire tree, or the `decompressed` tree of a compressed
 /// packet, which is recompressed).
 pub fn encode_tree(tree: &Node) -> Result<Vec<u8>, EncodeError> {
-    if tree.kind.as_deref() == Some(KIND_PAYLOAD) {
+    if tree.kind() == Some(KIND_PAYLOAD) {
         let id = tree
             .tag
-            .and_then(id_from_tag)
+            .map(id_from_tag)
             .ok_or_else(|| EncodeError::Missing("packet id (tag)".into()))?;
         let payload = encode_payload(id, &tree.children)?;
         return packet(id, &payload);
@@ -1148,7 +1137,7 @@ pub fn encode_tree(tree: &Node) -> Result<Vec<u8>, EncodeError> {
         .and_then(|v| i32::try_from(v).ok())
         .ok_or_else(|| bad("id", "not an i32"))?;
     let payload_node = wire_child(tree, "payload")?;
-    match payload_node.kind.as_deref() {
+    match payload_node.kind() {
         Some("fields") => {
             let payload = encode_payload(id, &payload_node.children)?;
             packet(id, &payload)
@@ -1192,7 +1181,7 @@ pub fn encode_payload(id: i32, fields: &[Node]) -> Result<Vec<u8>, EncodeError> 
             .find(|c| !c.derived && c.name == "data")
             .map(|c| &c.value)
         {
-            Some(Value::Bytes(b)) => Ok(b.clone()),
+            Some(Value::Bytes(b)) => Ok(b.to_vec()),
             _ => Err(EncodeError::Missing("data".into())),
         },
     }
@@ -1283,14 +1272,14 @@ fn write_fixed(slot: &mut [u8], f: &FixedField, node: &Node) -> Result<(), Encod
             Value::Text(s) => parse_uuid(s)
                 .ok_or_else(|| bad(f.name, "not a UUID"))?
                 .to_vec(),
-            Value::Bytes(b) if b.len() == 16 => b.clone(),
+            Value::Bytes(b) if b.len() == 16 => b.to_vec(),
             _ => return Err(bad(f.name, "expected UUID text")),
         },
         FixedType::Ascii(n) => {
             let mut b = match &node.value {
                 Value::Text(s) if s.is_ascii() => s.as_bytes().to_vec(),
                 Value::Text(_) => return Err(bad(f.name, "not ASCII")),
-                Value::Bytes(b) => b.clone(),
+                Value::Bytes(b) => b.to_vec(),
                 _ => return Err(bad(f.name, "expected text")),
             };
             if b.len() > n {
@@ -1365,7 +1354,7 @@ fn encode_var(vf: &VarField, node: &Node) -> Result<Vec<u8>, EncodeError> {
 
 /// Whether a node or any on-wire node below it has an error.
 fn wire_error(n: &Node) -> bool {
-    n.error.is_some() || n.children.iter().any(|c| !c.derived && wire_error(c))
+    n.error().is_some() || n.children.iter().any(|c| !c.derived && wire_error(c))
 }
 
 /// Referral bytes from an (edited) `referral` sub-tree; the HMAC is copied, not recomputed.
@@ -1417,11 +1406,11 @@ fn int(name: &'static str, v: i64) -> Node {
 }
 
 fn text(name: &'static str, s: &str) -> Node {
-    Node::new(name, 0..0, Value::Text(s.to_string()))
+    Node::new(name, 0..0, Value::Text(s.into()))
 }
 
 fn bytes(name: &'static str, b: &[u8]) -> Node {
-    Node::new(name, 0..0, Value::Bytes(b.to_vec()))
+    Node::new(name, 0..0, Value::Bytes(b.into()))
 }
 
 fn instant(secs: i64, nanos: i32) -> Node {

@@ -97,7 +97,7 @@ impl Parser<'_> {
             Some(b'[') => self.array(name, depth),
             Some(b'"') => match self.string() {
                 Ok(s) => (
-                    Node::new(name, start..self.i, Value::Text(s)).with_kind("string"),
+                    Node::new(name, start..self.i, Value::Text(s.into())).with_kind("string"),
                     true,
                 ),
                 Err(e) => (
@@ -131,7 +131,7 @@ impl Parser<'_> {
             self.i += word.len();
             let mut n = Node::new(name, start..self.i, value).with_kind(kind);
             if kind == "null" {
-                n.display = Some("null".into());
+                n.set_display(Some("null".into()));
             }
             (n, true)
         } else {
@@ -216,7 +216,7 @@ impl Parser<'_> {
             Value::Float(f)
         };
         let mut n = Node::new(name, range, value).with_kind("number");
-        n.display = display;
+        n.set_display(display);
         (n, true)
     }
 
@@ -418,7 +418,7 @@ fn bad(node: &Node, reason: &str) -> EncodeError {
 }
 
 fn kind_of(node: &Node) -> &str {
-    if let Some(k) = &node.kind {
+    if let Some(k) = node.kind() {
         return k;
     }
     match &node.value {
@@ -443,7 +443,7 @@ fn kind_of(node: &Node) -> &str {
 
 fn to_value_depth(node: &Node, depth: usize) -> Result<serde_json::Value, EncodeError> {
     use serde_json::Value as J;
-    if let Some(e) = &node.error {
+    if let Some(e) = node.error() {
         return Err(bad(node, e));
     }
     if depth > MAX_DEPTH {
@@ -472,7 +472,7 @@ fn to_value_depth(node: &Node, depth: usize) -> Result<serde_json::Value, Encode
             Value::Float(f) => {
                 // A literal kept as display (beyond 64 bits, or unusual spelling) is used
                 // when it still denotes the value.
-                if let Some(d) = &node.display
+                if let Some(d) = node.display()
                     && d.parse::<f64>().ok() == Some(*f)
                     && let Ok(n) = d.parse::<serde_json::Number>()
                     && n.as_f64() == Some(*f)
@@ -484,7 +484,7 @@ fn to_value_depth(node: &Node, depth: usize) -> Result<serde_json::Value, Encode
                         .ok_or_else(|| bad(node, "not a finite number"))?
                 }
             }
-            Value::Text(s) => J::String(s.clone()),
+            Value::Text(s) => J::String(s.to_string()),
             Value::Bytes(b) => J::String(String::from_utf8_lossy(b).into_owned()),
         },
     })
@@ -507,7 +507,7 @@ fn write_str(s: &str, out: &mut Vec<u8>) {
 }
 
 fn write_node(node: &Node, out: &mut Vec<u8>, depth: usize) -> Result<(), EncodeError> {
-    if let Some(e) = &node.error {
+    if let Some(e) = node.error() {
         return Err(bad(node, e));
     }
     if depth > MAX_DEPTH {
@@ -544,7 +544,7 @@ fn write_node(node: &Node, out: &mut Vec<u8>, depth: usize) -> Result<(), Encode
             Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
             Value::UInt(u) => out.extend_from_slice(u.to_string().as_bytes()),
             Value::Float(f) => {
-                if let Some(d) = &node.display
+                if let Some(d) = node.display()
                     && d.parse::<f64>().ok() == Some(*f)
                     && is_number_literal(d)
                 {
@@ -573,7 +573,7 @@ fn is_number_literal(s: &str) -> bool {
         i: 0,
     };
     let (n, ok) = p.number(Cow::Borrowed("n"));
-    ok && n.error.is_none() && p.i == s.len()
+    ok && n.error().is_none() && p.i == s.len()
 }
 
 /// Bare JSON streams: one message per top-level value.
@@ -736,12 +736,12 @@ impl StreamDecoder for JsonDecoder {
 
     fn decode(&mut self, msg: &[u8]) -> Message {
         let tree = tree(msg, "json");
-        let label = match tree.kind.as_deref() {
+        let label = match tree.kind() {
             Some("object") => {
                 let keys: Vec<&str> = tree
                     .children
                     .iter()
-                    .filter(|c| c.error.is_none())
+                    .filter(|c| c.error().is_none())
                     .take(3)
                     .map(|c| c.name.as_ref())
                     .collect();

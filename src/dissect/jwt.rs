@@ -91,7 +91,7 @@ fn walk(node: &mut Node, msg: &[u8], keys: &JwtKeys, depth: usize) {
     if depth > MAX_WALK_DEPTH {
         return;
     }
-    node.children.retain(|c| c.kind.as_deref() != Some(KIND));
+    node.children.retain(|c| c.kind() != Some(KIND));
     if let Value::Text(s) = &node.value
         && s.contains("eyJ")
     {
@@ -119,11 +119,7 @@ fn walk(node: &mut Node, msg: &[u8], keys: &JwtKeys, depth: usize) {
         }
     }
     // Into derived nodes too (HPACK-decoded headers are derived), but not into our own.
-    for c in node
-        .children
-        .iter_mut()
-        .filter(|c| c.kind.as_deref() != Some(KIND))
-    {
+    for c in node.children.iter_mut().filter(|c| c.kind() != Some(KIND)) {
         walk(c, msg, keys, depth + 1);
     }
 }
@@ -217,8 +213,8 @@ fn token_nodes(tok: &str, at: Option<usize>, fallback: Range<usize>, keys: &JwtK
             let mut t = json::tree(&bytes, "claims");
             if t.has_error() {
                 let (v, _) = match std::str::from_utf8(&bytes) {
-                    Ok(s) => (Value::Text(s.to_string()), true),
-                    Err(_) => (Value::Bytes(bytes.clone()), false),
+                    Ok(s) => (Value::Text(s.into()), true),
+                    Err(_) => (Value::Bytes(bytes.clone().into()), false),
                 };
                 t = Node::new("claims", 0..0, v);
             } else {
@@ -228,7 +224,7 @@ fn token_nodes(tok: &str, at: Option<usize>, fallback: Range<usize>, keys: &JwtK
                         && let Some(secs) = c.value.as_i64()
                         && let Some(d) = date(secs)
                     {
-                        c.display = Some(format!("{secs} ({d})"));
+                        c.set_display(Some(format!("{secs} ({d})")));
                     }
                 }
             }
@@ -240,7 +236,7 @@ fn token_nodes(tok: &str, at: Option<usize>, fallback: Range<usize>, keys: &JwtK
 
     let sig = b64().decode(s);
     let signature = match &sig {
-        Ok(b) => Node::new("signature", s_range, Value::Bytes(b.clone())),
+        Ok(b) => Node::new("signature", s_range, Value::Bytes(b.clone().into())),
         Err(e) => {
             Node::new("signature", s_range, Value::None).with_error(format!("bad base64: {e}"))
         }
@@ -249,7 +245,7 @@ fn token_nodes(tok: &str, at: Option<usize>, fallback: Range<usize>, keys: &JwtK
 
     let header_json = serde_json::from_slice::<serde_json::Value>(&header_bytes).ok();
     let signing_input = &tok[..h.len() + 1 + p.len()];
-    let valid = verify(
+    let mut valid = verify(
         header_json.as_ref(),
         signing_input,
         s,
@@ -257,14 +253,11 @@ fn token_nodes(tok: &str, at: Option<usize>, fallback: Range<usize>, keys: &JwtK
         keys,
     )
     .derived();
-    let valid = Node {
-        range: whole,
-        ..valid
-    };
+    valid.range = whole;
 
     let mut nodes = vec![header, claims, signature, valid];
     for n in &mut nodes {
-        n.kind = Some(KIND.into());
+        n.set_kind(Some(KIND.into()));
     }
     nodes
 }

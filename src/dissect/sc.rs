@@ -176,7 +176,7 @@ impl StreamDecoder for ScDecoder {
         let mut root = Node::group("diffusion", 0..msg.len());
         if msg.len() < HEADER_LEN {
             root.push(
-                Node::new("header", 0..msg.len(), Value::Bytes(msg.to_vec()))
+                Node::new("header", 0..msg.len(), Value::Bytes(msg.into()))
                     .with_kind("raw")
                     .with_error("frame shorter than its 8-byte header"),
             );
@@ -190,7 +190,7 @@ impl StreamDecoder for ScDecoder {
                 "says {declared} payload bytes, the frame has {actual}"
             ));
         }
-        let mut magic = Node::new("magic", 4..8, Value::Bytes(msg[4..8].to_vec()))
+        let mut magic = Node::new("magic", 4..8, Value::Bytes(msg[4..8].into()))
             .with_display("DEADBEEF")
             .with_kind("bytes");
         if msg[4..8] != MAGIC {

@@ -7,7 +7,8 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-/// The typed value of a field.
+/// The typed value of a field. Text and bytes are boxed slices rather than `String` and
+/// `Vec` (which carry a capacity no node needs), keeping the value at 24 bytes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(untagged)]
 pub enum Value {
@@ -18,8 +19,8 @@ pub enum Value {
     Int(i64),
     UInt(u64),
     Float(f64),
-    Text(String),
-    Bytes(#[serde(with = "hex_bytes")] Vec<u8>),
+    Text(Box<str>),
+    Bytes(#[serde(with = "hex_bytes")] Box<[u8]>),
 }
 
 mod hex_bytes {
@@ -29,9 +30,11 @@ mod hex_bytes {
         s.serialize_str(&hex::encode(b))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Box<[u8]>, D::Error> {
         let s = String::deserialize(d)?;
-        hex::decode(s).map_err(serde::de::Error::custom)
+        hex::decode(s)
+            .map(Vec::into_boxed_slice)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -80,26 +83,81 @@ impl Value {
     }
 }
 
+// The size the node is kept to (see `Node`); pointer width changes it, so 64-bit only.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Node>() <= 128 && std::mem::size_of::<Value>() <= 24);
+
 /// A field of a decoded message.
-#[derive(Clone, Debug, PartialEq, Default)]
+///
+/// Decoded captures hold millions of these, and protobuf decoding is bound by writing them,
+/// so the struct is kept to two cache lines: the fields most nodes leave empty (display,
+/// error, an owned kind) share one optional box, reached through accessors.
+#[derive(Clone, Default)]
 pub struct Node {
     pub name: Cow<'static, str>,
     pub value: Value,
-    /// Set when the display differs from `value.render()` (units, enum names, decoded text).
-    pub display: Option<String>,
     /// Bytes of the message this field occupies; `start == end` for a field with no bytes.
     pub range: Range<usize>,
     pub children: Vec<Node>,
     /// Not on the wire: computed, reassembled or checked by the dissector.
     pub derived: bool,
-    /// Set when the bytes are malformed; says what is wrong.
-    pub error: Option<String>,
     /// A protocol's own number for the field (protobuf field number, packet id), kept for
-    /// re-encoding.
-    pub tag: Option<u64>,
-    /// A protocol's own type name for the field (protobuf `fixed32`, `sint64`, ...), kept for
-    /// re-encoding.
-    pub kind: Option<Cow<'static, str>>,
+    /// re-encoding. 32 bits hold every protocol's numbers (protobuf's are below 2^29).
+    pub tag: Option<u32>,
+    /// The kind when it is a static string, as nearly all are; an owned one is in `extra`.
+    /// At most one of the two is set.
+    kind: Option<&'static str>,
+    extra: Option<Box<NodeExtra>>,
+}
+
+/// The parts of a node that most nodes leave empty, boxed so they cost one pointer there.
+#[derive(Clone, Default)]
+struct NodeExtra {
+    display: Option<Box<str>>,
+    error: Option<Box<str>>,
+    /// A kind that is not a static string (HTTP/1 keeps a message's exact line endings and
+    /// spacing this way).
+    kind: Option<Box<str>>,
+}
+
+impl NodeExtra {
+    fn is_empty(&self) -> bool {
+        self.display.is_none() && self.error.is_none() && self.kind.is_none()
+    }
+}
+
+/// Compares what the fields say, not how they are stored: a kind set as a static string
+/// equals the same kind set as an owned one, as it did when `kind` was a `Cow`.
+impl PartialEq for Node {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.value == other.value
+            && self.display() == other.display()
+            && self.range == other.range
+            && self.children == other.children
+            && self.derived == other.derived
+            && self.error() == other.error()
+            && self.tag == other.tag
+            && self.kind() == other.kind()
+    }
+}
+
+/// The fields as they read through the accessors, in the order the struct had before
+/// `display`, `error` and `kind` moved behind them.
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.name)
+            .field("value", &self.value)
+            .field("display", &self.display())
+            .field("range", &self.range)
+            .field("children", &self.children)
+            .field("derived", &self.derived)
+            .field("error", &self.error())
+            .field("tag", &self.tag)
+            .field("kind", &self.kind())
+            .finish()
+    }
 }
 
 impl Node {
@@ -117,9 +175,116 @@ impl Node {
         Node::new(name, range, Value::None)
     }
 
+    /// A node with a static name and kind and nothing boxed, as the protobuf decoder writes
+    /// nearly every field: built in one expression, with no branch on the box, so it can be
+    /// written straight into a vector's spare capacity.
+    #[inline(always)]
+    pub(crate) fn leaf(
+        name: &'static str,
+        range: Range<usize>,
+        value: Value,
+        tag: Option<u32>,
+        kind: &'static str,
+    ) -> Self {
+        Node {
+            name: Cow::Borrowed(name),
+            value,
+            range,
+            children: Vec::new(),
+            derived: false,
+            tag,
+            kind: Some(kind),
+            extra: None,
+        }
+    }
+
+    /// Set when the display differs from `value.render()` (units, enum names, decoded text).
+    pub fn display(&self) -> Option<&str> {
+        self.extra.as_deref().and_then(|e| e.display.as_deref())
+    }
+
+    pub fn set_display(&mut self, display: Option<String>) {
+        self.set_extra(display, |e| &mut e.display);
+    }
+
     pub fn with_display(mut self, display: impl Into<String>) -> Self {
-        self.display = Some(display.into());
+        self.set_display(Some(display.into()));
         self
+    }
+
+    /// Set when the bytes are malformed; says what is wrong.
+    pub fn error(&self) -> Option<&str> {
+        self.extra.as_deref().and_then(|e| e.error.as_deref())
+    }
+
+    pub fn set_error(&mut self, error: Option<String>) {
+        self.set_extra(error, |e| &mut e.error);
+    }
+
+    pub fn with_error(mut self, error: impl Into<String>) -> Self {
+        self.set_error(Some(error.into()));
+        self
+    }
+
+    /// A protocol's own type name for the field (protobuf `fixed32`, `sint64`, ...), kept for
+    /// re-encoding.
+    #[inline]
+    pub fn kind(&self) -> Option<&str> {
+        match self.kind {
+            Some(k) => Some(k),
+            None => self.extra.as_deref().and_then(|e| e.kind.as_deref()),
+        }
+    }
+
+    /// Sets the kind; a borrowed (static) one is kept inline, an owned one in the box.
+    #[inline]
+    pub fn set_kind(&mut self, kind: Option<Cow<'static, str>>) {
+        match kind {
+            Some(Cow::Owned(k)) => {
+                self.kind = None;
+                self.set_extra(Some(k), |e| &mut e.kind);
+            }
+            Some(Cow::Borrowed(k)) => {
+                self.kind = Some(k);
+                // Only a node with a box can have an owned kind to drop; testing that here
+                // keeps the common case (no box) a store.
+                if self.extra.is_some() {
+                    self.set_extra(None, |e| &mut e.kind);
+                }
+            }
+            None => {
+                self.kind = None;
+                if self.extra.is_some() {
+                    self.set_extra(None, |e| &mut e.kind);
+                }
+            }
+        }
+    }
+
+    #[inline]
+    pub fn with_kind(mut self, kind: impl Into<Cow<'static, str>>) -> Self {
+        self.set_kind(Some(kind.into()));
+        self
+    }
+
+    /// Sets one of the boxed fields: the box is made for the first value and dropped with
+    /// the last, so a node without any keeps none.
+    fn set_extra(
+        &mut self,
+        value: Option<String>,
+        field: impl FnOnce(&mut NodeExtra) -> &mut Option<Box<str>>,
+    ) {
+        match value {
+            Some(v) => *field(self.extra.get_or_insert_default()) = Some(v.into_boxed_str()),
+            None => {
+                if let Some(e) = self.extra.as_deref_mut() {
+                    *field(e) = None;
+                    if e.is_empty() {
+                        self.extra = None;
+                    }
+                }
+            }
+        }
     }
 
     pub fn with_children(mut self, children: Vec<Node>) -> Self {
@@ -127,18 +292,8 @@ impl Node {
         self
     }
 
-    pub fn with_error(mut self, error: impl Into<String>) -> Self {
-        self.error = Some(error.into());
-        self
-    }
-
-    pub fn with_tag(mut self, tag: u64) -> Self {
+    pub fn with_tag(mut self, tag: u32) -> Self {
         self.tag = Some(tag);
-        self
-    }
-
-    pub fn with_kind(mut self, kind: impl Into<Cow<'static, str>>) -> Self {
-        self.kind = Some(kind.into());
         self
     }
 
@@ -153,7 +308,7 @@ impl Node {
 
     /// The display text of the value.
     pub fn display_value(&self) -> Cow<'_, str> {
-        match &self.display {
+        match self.display() {
             Some(d) => Cow::Borrowed(d),
             None => Cow::Owned(self.value.render()),
         }
@@ -216,7 +371,7 @@ impl Node {
 
     /// Whether this node or any below it is marked as an error.
     pub fn has_error(&self) -> bool {
-        self.error.is_some() || self.children.iter().any(Node::has_error)
+        self.error().is_some() || self.children.iter().any(Node::has_error)
     }
 
     /// Shifts every range by `by` bytes (a message's tree placed inside a larger buffer).
@@ -236,8 +391,8 @@ impl Node {
             "value".into(),
             serde_json::to_value(&self.value).unwrap_or(serde_json::Value::Null),
         );
-        if let Some(d) = &self.display {
-            obj.insert("display".into(), d.as_str().into());
+        if let Some(d) = self.display() {
+            obj.insert("display".into(), d.into());
         }
         obj.insert(
             "range".into(),
@@ -246,8 +401,8 @@ impl Node {
         if self.derived {
             obj.insert("derived".into(), true.into());
         }
-        if let Some(e) = &self.error {
-            obj.insert("error".into(), e.as_str().into());
+        if let Some(e) = self.error() {
+            obj.insert("error".into(), e.into());
         }
         obj.insert(
             "children".into(),
@@ -268,7 +423,7 @@ impl Node {
             if n.derived {
                 out.push_str(" (derived)");
             }
-            if let Some(e) = &n.error {
+            if let Some(e) = n.error() {
                 let _ = write!(out, "  ERROR: {e}");
             }
             out.push('\n');
@@ -287,7 +442,7 @@ mod tests {
                 Node::new("b", 2..4, Value::UInt(2)),
             ]),
             Node::new("sum", 0..10, Value::UInt(3)).derived(),
-            Node::new("body", 4..10, Value::Bytes(vec![0; 6])),
+            Node::new("body", 4..10, Value::Bytes(vec![0; 6].into())),
         ])
     }
 
@@ -307,6 +462,44 @@ mod tests {
         assert_eq!(j["children"][0]["children"][1]["value"], 2);
         assert_eq!(j["children"][2]["value"], "000000000000");
         assert_eq!(j["children"][1]["derived"], true);
+    }
+
+    #[test]
+    fn a_kind_reads_and_compares_the_same_static_or_owned() {
+        let fixed = Node::group("h", 0..1).with_kind("\r\n");
+        let owned = Node::group("h", 0..1).with_kind(String::from("\r\n"));
+        assert_eq!(fixed.kind(), Some("\r\n"));
+        assert_eq!(owned.kind(), Some("\r\n"));
+        assert_eq!(fixed, owned);
+        assert!(fixed.extra.is_none());
+
+        let mut n = owned.with_kind("chunked");
+        assert_eq!(n.kind(), Some("chunked"));
+        assert!(
+            n.extra.is_none(),
+            "a static kind replaces the owned one and its box"
+        );
+        n.set_kind(Some(Cow::Owned("x|y".into())));
+        n.set_kind(None);
+        assert_eq!(n.kind(), None);
+        assert!(n.extra.is_none());
+    }
+
+    #[test]
+    fn boxed_fields_are_independent_and_the_box_goes_with_the_last() {
+        let mut n = Node::new("v", 0..1, Value::UInt(1))
+            .with_display("one")
+            .with_error("bad")
+            .with_kind(String::from("owned"));
+        n.set_display(None);
+        assert_eq!(
+            (n.display(), n.error(), n.kind()),
+            (None, Some("bad"), Some("owned"))
+        );
+        n.set_error(None);
+        n.set_kind(None);
+        assert!(n.extra.is_none());
+        assert_eq!(n, Node::new("v", 0..1, Value::UInt(1)));
     }
 
     #[test]

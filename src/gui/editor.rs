@@ -262,7 +262,7 @@ impl Editor {
             node.value =
                 parse_value(&node.value, &f.text).map_err(|e| format!("{}: {e}", f.name))?;
             // The dissector's display was of the old value.
-            node.display = None;
+            node.set_display(None);
         }
         dissector.encode(tree).map_err(|e| e.to_string())
     }
@@ -301,7 +301,7 @@ fn fields_of(tree: &Node) -> Vec<Field> {
 /// A value as typed into its field: text without quotes, bytes as hex.
 fn value_text(v: &Value) -> String {
     match v {
-        Value::Text(s) => s.clone(),
+        Value::Text(s) => s.to_string(),
         Value::Bytes(b) => hex::encode(b),
         other => other.render(),
     }
@@ -317,7 +317,7 @@ fn parse_value(old: &Value, text: &str) -> Result<Value, String> {
     };
     Ok(match old {
         Value::None => Value::None,
-        Value::Text(_) => Value::Text(text.to_owned()),
+        Value::Text(_) => Value::Text(text.into()),
         Value::UInt(_) => Value::UInt(number(t)?),
         Value::Int(_) => Value::Int(
             t.parse()
@@ -325,7 +325,7 @@ fn parse_value(old: &Value, text: &str) -> Result<Value, String> {
         ),
         Value::Bool(_) => Value::Bool(t.parse().map_err(|_| "true or false")?),
         Value::Float(_) => Value::Float(t.parse().map_err(|_| "not a number")?),
-        Value::Bytes(_) => Value::Bytes(parse_hex(t)?),
+        Value::Bytes(_) => Value::Bytes(parse_hex(t)?.into()),
     })
 }
 

@@ -68,13 +68,13 @@ pub fn show(
                     ui.add_space(row.depth as f32 * 14.0);
                     let text = row_text(row.node);
                     let mut rich = RichText::new(text);
-                    if row.node.error.is_some() {
+                    if row.node.error().is_some() {
                         rich = rich.color(ui.visuals().error_fg_color);
                     } else if row.node.derived {
                         rich = rich.italics();
                     }
                     let response = ui.selectable_label(selected == Some(&row.at), rich);
-                    let response = match &row.node.error {
+                    let response = match row.node.error() {
                         Some(e) => response.on_hover_text(e),
                         None => response,
                     };

@@ -110,7 +110,7 @@ fn client_hello_from_the_seed() {
     assert_eq!(h.child("command").unwrap().range, 0..4);
     let ty = h.child("type").unwrap();
     assert_eq!((ty.value.as_u64(), ty.range.clone()), (Some(0xC0), 4..5));
-    assert_eq!(ty.display.as_deref(), Some("TAG_SINGLE_CLIENT"));
+    assert_eq!(ty.display(), Some("TAG_SINGLE_CLIENT"));
     let num = h.child("number").unwrap();
     assert_eq!((num.value.as_u64(), num.range.clone()), (Some(1), 5..8));
     let size = h.child("size").unwrap();
@@ -120,7 +120,7 @@ fn client_hello_from_the_seed() {
     );
     let p = t.child("payload").unwrap();
     assert_eq!(p.range, 12..176);
-    assert_eq!(p.kind.as_deref(), Some("client"));
+    assert_eq!(p.kind(), Some("client"));
     let txn = p.child("TXN").unwrap();
     assert_eq!((text(txn), txn.range.clone()), ("Hello", 12..21));
     assert_eq!(&bytes[txn.range.clone()], b"TXN=Hello");
@@ -147,10 +147,10 @@ fn server_hello_unquotes_and_unescapes_cur_time_and_nests_domain_partition() {
     assert_eq!(m.label, "fsys Hello");
     assert_no_errors(&m);
     let p = m.tree.child("payload").unwrap();
-    assert_eq!(p.kind.as_deref(), Some("server"));
+    assert_eq!(p.kind(), Some("server"));
     let ct = p.child("curTime").unwrap();
     assert_eq!(text(ct), "Feb-08-2010 17:49:40 UTC");
-    assert_eq!(ct.kind.as_deref(), Some("quoted"));
+    assert_eq!(ct.kind(), Some("quoted"));
     assert_eq!(
         &bytes[ct.range.clone()],
         b"curTime=\"Feb-08-2010 17%3a49%3a40 UTC\""
@@ -164,7 +164,7 @@ fn server_hello_unquotes_and_unescapes_cur_time_and_nests_domain_partition() {
         .filter(|c| c.name == "domainPartition")
         .collect();
     assert_eq!(groups.len(), 2);
-    assert_eq!(groups[0].kind.as_deref(), Some("record"));
+    assert_eq!(groups[0].kind(), Some("record"));
     assert_eq!(text(groups[0].child("domain").unwrap()), "eagames");
     assert_eq!(
         &bytes[groups[0].range.clone()],
@@ -223,10 +223,10 @@ fn hello_and_memcheck_in_one_read() {
     let mc = &got[2].message;
     assert_no_errors(mc);
     let list = mc.tree.find(&["payload", "memcheck"]).unwrap();
-    assert_eq!(list.kind.as_deref(), Some("list"));
+    assert_eq!(list.kind(), Some("list"));
     let count = list.child("[]").unwrap();
     assert_eq!(count.value, Value::UInt(0));
-    assert_eq!(count.kind.as_deref(), Some("count"));
+    assert_eq!(count.kind(), Some("count"));
     assert_eq!(&got[2].bytes[count.range.clone()], b"memcheck.[]=0");
     assert_eq!(
         mc.tree.find(&["header", "number"]).unwrap().value,
@@ -252,13 +252,10 @@ fn old_sdk_request_with_0x80_tag() {
     let m = &got[0].message;
     assert_no_errors(m);
     assert_eq!(
-        m.tree.find(&["header", "type"]).unwrap().display.as_deref(),
+        m.tree.find(&["header", "type"]).unwrap().display(),
         Some("TAG_SINGLE_SERVER")
     );
-    assert_eq!(
-        m.tree.child("payload").unwrap().kind.as_deref(),
-        Some("client")
-    );
+    assert_eq!(m.tree.child("payload").unwrap().kind(), Some("client"));
     assert_eq!(Fesl.encode(&m.tree).unwrap(), bytes);
     let login = packet(b"acct", 0x80, 2, "TXN=NuLogin\nnuid=a@b.c\npassword=x\n\0");
     let m = decode_one(&login);
@@ -281,7 +278,7 @@ fn error_reply_code_122() {
     assert_no_errors(&m);
     let e = m.tree.child("error").unwrap();
     assert!(e.derived);
-    assert_eq!(e.display.as_deref(), Some("bad password"));
+    assert_eq!(e.display(), Some("bad password"));
     assert_eq!(e.child("code").unwrap().value, Value::Int(122));
     assert_eq!(
         text(e.child("message").unwrap()),
@@ -353,7 +350,7 @@ fn nested_arrays_and_recomputed_counts() {
     let mut m = decode_one(&bytes);
     assert_no_errors(&m);
     let list = m.tree.find(&["payload", "personas"]).unwrap();
-    assert_eq!(list.kind.as_deref(), Some("list"));
+    assert_eq!(list.kind(), Some("list"));
     assert_eq!(text(list.child("0").unwrap()), "Commander");
     assert_eq!(text(list.child("1").unwrap()), "AltCommander");
     assert_eq!(
@@ -400,7 +397,7 @@ fn nulogin_entitlements_nest_three_levels() {
         .tree
         .find(&["payload", "entitledGameFeatureWrappers", "0"])
         .unwrap();
-    assert_eq!(w.kind.as_deref(), Some("record"));
+    assert_eq!(w.kind(), Some("record"));
     assert_eq!(w.children.len(), 5);
     assert_eq!(text(w.child("gameFeatureId").unwrap()), "6014");
     assert_eq!(text(w.child("entitlementExpirationDays").unwrap()), "-1");
@@ -411,13 +408,13 @@ fn nulogin_entitlements_nest_three_levels() {
 fn count_that_disagrees_with_the_elements_is_an_error() {
     let m = decode_one(&packet(b"acct", 0x80, 4, "personas.[]=3\npersonas.0=a\0"));
     let c = m.tree.find(&["payload", "personas", "[]"]).unwrap();
-    assert!(c.error.as_deref().unwrap().contains("count says 3 but 1"));
+    assert!(c.error().unwrap().contains("count says 3 but 1"));
     let m = decode_one(&packet(b"acct", 0x80, 4, "personas.[]=x\0"));
     assert!(
         m.tree
             .find(&["payload", "personas", "[]"])
             .unwrap()
-            .error
+            .error()
             .is_some()
     );
 }
@@ -507,10 +504,7 @@ fn fragment_with_a_different_size_is_an_error() {
     let m = &got[1].message;
     assert!(m.is_error());
     let size = m.tree.find(&["payload", "size"]).unwrap();
-    assert!(
-        size.error.as_deref().unwrap().contains("differs"),
-        "{size:?}"
-    );
+    assert!(size.error().unwrap().contains("differs"), "{size:?}");
 }
 
 #[test]
@@ -522,7 +516,7 @@ fn fragment_over_the_cap_and_without_data_are_errors() {
         "data=QUJD\ndecodedSize=3\nsize=999999999\0",
     );
     let m = decode_one(&huge);
-    assert!(m.tree.find(&["payload", "size"]).unwrap().error.is_some());
+    assert!(m.tree.find(&["payload", "size"]).unwrap().error().is_some());
     let nodata = packet(b"acct", 0xB0, 1, "size=4\0");
     assert!(decode_one(&nodata).is_error());
     let overflow = packet(b"acct", 0xB0, 1, "data=QUJDRA%3d%3d\nsize=4\0");
@@ -695,7 +689,7 @@ fn malformed_payload_lines_become_error_nodes_and_round_trip() {
             .tree
             .walk()
             .into_iter()
-            .filter_map(|(_, n)| n.error.as_deref())
+            .filter_map(|(_, n)| n.error())
             .collect();
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(errs[0].contains(want), "{errs:?} vs {want}");
@@ -703,10 +697,10 @@ fn malformed_payload_lines_become_error_nodes_and_round_trip() {
             .tree
             .walk()
             .into_iter()
-            .find(|(_, n)| n.error.is_some())
+            .find(|(_, n)| n.error().is_some())
             .unwrap()
             .1;
-        assert_eq!(raw.kind.as_deref(), Some("raw"));
+        assert_eq!(raw.kind(), Some("raw"));
         assert_eq!(Fesl.encode(&m.tree).unwrap(), bytes, "{want}");
         assert!(fesl::parse_payload(payload).is_err());
     }
@@ -716,7 +710,7 @@ fn malformed_payload_lines_become_error_nodes_and_round_trip() {
 fn missing_terminator_and_truncated_messages() {
     let bytes = packet(b"fsys", 0xC0, 1, "TXN=Hello");
     let m = decode_one(&bytes);
-    assert!(m.tree.child("payload").unwrap().error.is_some());
+    assert!(m.tree.child("payload").unwrap().error().is_some());
     assert_eq!(Fesl.encode(&m.tree).unwrap(), bytes);
     assert_eq!(
         fesl::parse_payload(b"TXN=Hello"),
@@ -729,7 +723,7 @@ fn missing_terminator_and_truncated_messages() {
     let mut wrong = client_hello();
     wrong[11] = 0x20;
     let m = d.decode(&wrong);
-    assert!(m.tree.find(&["header", "size"]).unwrap().error.is_some());
+    assert!(m.tree.find(&["header", "size"]).unwrap().error().is_some());
 }
 
 #[test]
@@ -817,7 +811,7 @@ proptest! {
         let leaves: Vec<Vec<usize>> = leaf_paths(&m.tree);
         let path = &leaves[pick.index(leaves.len())];
         let leaf = node_at_mut(&mut m.tree, path);
-        leaf.value = Value::Text(new.clone());
+        leaf.value = Value::Text(new.clone().into());
         let out = Fesl.encode(&m.tree).unwrap();
         prop_assert_eq!(fesl::frame(&out), Framing::Complete(out.len()));
         let back = decode_one(&out);

@@ -274,8 +274,8 @@ fn malformed_messages_become_error_nodes_and_round_trip() {
     // A key without a value.
     let m = decode_one(b"\\lc\\1\\id\\final\\");
     let id = m.tree.child("id").unwrap();
-    assert_eq!(id.kind.as_deref(), Some("key-only"));
-    assert!(id.error.is_some());
+    assert_eq!(id.kind(), Some("key-only"));
+    assert!(id.error().is_some());
     assert_eq!(Gp.encode(&m.tree).unwrap(), b"\\lc\\1\\id\\final\\");
     assert_eq!(
         gp::parse_message(b"\\lc\\1\\id\\final\\"),
@@ -285,8 +285,8 @@ fn malformed_messages_become_error_nodes_and_round_trip() {
     let bad = b"\\lc\\\xff\xfe\\final\\";
     let m = decode_one(bad);
     let lc = m.tree.child("lc").unwrap();
-    assert_eq!(lc.value, Value::Bytes(vec![0xff, 0xfe]));
-    assert!(lc.error.is_some());
+    assert_eq!(lc.value, Value::Bytes(vec![0xff, 0xfe].into()));
+    assert!(lc.error().is_some());
     assert_eq!(Gp.encode(&m.tree).unwrap(), bad);
     assert!(gp::parse_message(bad).is_err());
     // No \final\ when decoded directly.
@@ -389,7 +389,7 @@ proptest! {
         let bytes = gp::write_message(&pairs);
         let mut m = decode_one(&bytes);
         let i = pick.index(pairs.len());
-        m.tree.children[i].value = Value::Text(new.clone());
+        m.tree.children[i].value = Value::Text(new.clone().into());
         let out = Gp.encode(&m.tree).unwrap();
         let back = decode_one(&out);
         prop_assert_eq!(back.tree.children[i].value.as_text(), Some(new.as_str()));

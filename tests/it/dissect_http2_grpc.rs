@@ -195,7 +195,7 @@ fn preface_and_settings_frames() {
     assert_eq!(range(s, &["header", "length"]), 0..3);
     let ty = s.find(&["header", "type"]).unwrap();
     assert_eq!(
-        (ty.value.as_u64(), ty.display.as_deref()),
+        (ty.value.as_u64(), ty.display()),
         (Some(4), Some("SETTINGS"))
     );
     assert_eq!(range(s, &["header", "flags"]), 4..5);
@@ -234,7 +234,7 @@ fn grpc_unary_call_with_trailers() {
             .all(|c| c.derived && c.range == block.range)
     );
     let flags = req.tree.find(&["header", "flags"]).unwrap();
-    assert_eq!(flags.display.as_deref(), Some("END_HEADERS"));
+    assert_eq!(flags.display(), Some("END_HEADERS"));
 
     // The request DATA: the frame's data range, and the message in a derived buffer.
     let data = &out[5];
@@ -244,15 +244,14 @@ fn grpc_unary_call_with_trailers() {
             .tree
             .find(&["header", "flags"])
             .unwrap()
-            .display
-            .as_deref(),
+            .display(),
         Some("END_STREAM")
     );
     let d = &data.message.derived;
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].name, "stream 1 gRPC message 1");
     assert_eq!(d[0].bytes, grpc_msg(0, LOGIN_REQ));
-    assert_eq!(d[0].tree.display.as_deref(), Some(LOGIN_PATH));
+    assert_eq!(d[0].tree.display(), Some(LOGIN_PATH));
     let m = d[0].tree.child("message 1").unwrap();
     assert_eq!(m.range, 0..16);
     assert_eq!(uint(m, &["compressed"]), 0);
@@ -274,7 +273,7 @@ fn grpc_unary_call_with_trailers() {
         .find(&["header block", "grpc-status"])
         .unwrap();
     assert_eq!(status.value, Value::Text("0".into()));
-    assert_eq!(status.display.as_deref(), Some("0 (OK)"));
+    assert_eq!(status.display(), Some("0 (OK)"));
     assert!(!out.iter().any(|d| d.message.is_error()), "{out:#?}");
     assert_all_well_formed(&out);
 }
@@ -309,7 +308,7 @@ fn grpc_error_status_is_marked_in_the_label() {
         .tree
         .find(&["header block", "grpc-message"])
         .unwrap();
-    assert_eq!(msg.display.as_deref(), Some("\"no such user\""));
+    assert_eq!(msg.display(), Some("\"no such user\""));
 }
 
 #[test]
@@ -372,7 +371,7 @@ fn header_block_over_continuation_frames() {
     let node = last.tree.find(&["header block"]).unwrap();
     assert_eq!(node.range, 9..9 + c.len());
     assert_eq!(
-        node.display.as_deref(),
+        node.display(),
         Some(format!("{} B block collected from 3 frames", block.len()).as_str())
     );
     assert_eq!(text(node, &[":path"]), LOGIN_PATH);
@@ -395,7 +394,7 @@ fn header_block_over_continuation_frames() {
             .tree
             .child("continuation")
             .unwrap()
-            .error
+            .error()
             .is_some()
     );
     let later = out[4]
@@ -403,7 +402,7 @@ fn header_block_over_continuation_frames() {
         .tree
         .find(&["header block", "hpack table"])
         .unwrap();
-    assert!(later.error.as_deref().unwrap().contains("out of sync"));
+    assert!(later.error().unwrap().contains("out of sync"));
     // A CONTINUATION with nothing to continue.
     let out = run(&[(S2C, frame(http2::CONTINUATION, 4, 1, b"\x88"))]);
     assert!(
@@ -412,7 +411,7 @@ fn header_block_over_continuation_frames() {
             .tree
             .child("header block")
             .unwrap()
-            .error
+            .error()
             .is_some()
     );
 }
@@ -427,7 +426,7 @@ fn padded_data_ranges_and_round_trip() {
     let t = &out[0].message.tree;
     assert_eq!(out[0].message.label, "DATA s5 (5 B)");
     assert_eq!(
-        t.find(&["header", "flags"]).unwrap().display.as_deref(),
+        t.find(&["header", "flags"]).unwrap().display(),
         Some("PADDED")
     );
     assert_eq!(
@@ -450,7 +449,7 @@ fn padded_data_ranges_and_round_trip() {
             .tree
             .child("pad length")
             .unwrap()
-            .error
+            .error()
             .is_some()
     );
     // PADDED without even the pad length byte.
@@ -524,12 +523,9 @@ fn gzip_compressed_grpc_message() {
     let derived = &out[1].message.derived;
     assert_eq!(derived.len(), 2);
     let m = derived[0].tree.child("message 1").unwrap();
-    assert_eq!(
-        m.child("compressed").unwrap().display.as_deref(),
-        Some("yes (gzip)")
-    );
+    assert_eq!(m.child("compressed").unwrap().display(), Some("yes (gzip)"));
     let payload = m.child("payload").unwrap();
-    assert_eq!(payload.value, Value::Bytes(compressed.clone()));
+    assert_eq!(payload.value, Value::Bytes(compressed.clone().into()));
     assert_eq!(payload.range, 5..5 + compressed.len());
     assert_eq!(
         derived[1].name,
@@ -548,7 +544,7 @@ fn gzip_compressed_grpc_message() {
         ..Default::default()
     };
     let b = grpc::decode_messages(&body, &opts, &Context::default());
-    assert!(b.nodes[0].child("payload").unwrap().error.is_some());
+    assert!(b.nodes[0].child("payload").unwrap().error().is_some());
     assert!(b.derived.is_empty());
 }
 
@@ -568,7 +564,7 @@ fn rst_stream_cancels_and_drops_the_stream() {
     let t = &out[2].message.tree;
     let code = t.child("error code").unwrap();
     assert_eq!(
-        (code.value.as_u64(), code.display.as_deref()),
+        (code.value.as_u64(), code.display()),
         (Some(8), Some("CANCEL"))
     );
     assert_eq!(code.range, 9..13);
@@ -586,7 +582,7 @@ fn rst_stream_cancels_and_drops_the_stream() {
             .tree
             .find(&["header", "stream"])
             .unwrap()
-            .error
+            .error()
             .is_some()
     );
     assert!(
@@ -595,7 +591,7 @@ fn rst_stream_cancels_and_drops_the_stream() {
             .tree
             .child("payload")
             .unwrap()
-            .error
+            .error()
             .is_some()
     );
 }
@@ -634,13 +630,10 @@ fn control_frames_are_named() {
         (7, 9..13)
     );
     assert_eq!(
-        g.child("error code").unwrap().display.as_deref(),
+        g.child("error code").unwrap().display(),
         Some("PROTOCOL_ERROR")
     );
-    assert_eq!(
-        g.child("debug data").unwrap().display.as_deref(),
-        Some("\"bye\"")
-    );
+    assert_eq!(g.child("debug data").unwrap().display(), Some("\"bye\""));
     assert_eq!(range(g, &["debug data"]), 17..20);
     assert_eq!(range(&out[1].message.tree, &["opaque data"]), 9..17);
     assert_eq!(uint(&out[2].message.tree, &["increment"]), 65_535);
@@ -654,7 +647,7 @@ fn control_frames_are_named() {
     assert_eq!(p.child("exclusive").unwrap().value, Value::Bool(true));
     assert_eq!(uint(p, &["stream dependency"]), 1);
     assert_eq!(
-        p.child("weight").unwrap().display.as_deref(),
+        p.child("weight").unwrap().display(),
         Some("15 (effective 16)")
     );
     for d in &out {
@@ -686,7 +679,7 @@ fn control_frames_are_named() {
 fn encode_recomputes_lengths_and_refuses_header_blocks() {
     let bytes = frame(http2::DATA, http2::FLAG_END_STREAM, 1, b"abc");
     let mut tree = run(&[(S2C, bytes)])[0].message.tree.clone();
-    tree.child_mut("data").unwrap().value = Value::Bytes(b"longer body".to_vec());
+    tree.child_mut("data").unwrap().value = Value::Bytes(b"longer body".as_slice().into());
     let encoded = Http2.encode(&tree).unwrap();
     assert_eq!(encoded, frame(http2::DATA, 1, 1, b"longer body"));
     let again = run(&[(S2C, encoded)]);
@@ -731,15 +724,7 @@ fn oversized_and_garbage_frames_are_unframeable() {
     // Through the driver: the partial frame is reported at the end of the capture.
     let out = run(&[(S2C, [&big[..], b"only a little"].concat())]);
     assert_eq!(labels(&out), ["undecodable"]);
-    assert!(
-        out[0]
-            .message
-            .tree
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("incomplete")
-    );
+    assert!(out[0].message.tree.error().unwrap().contains("incomplete"));
 
     let out = run(&[
         (S2C, ping.to_vec()),
@@ -750,8 +735,7 @@ fn oversized_and_garbage_frames_are_unframeable() {
         out[0]
             .message
             .tree
-            .error
-            .as_deref()
+            .error()
             .unwrap()
             .contains("implausible length")
     );
@@ -763,15 +747,7 @@ fn garbage_after_the_preface() {
     c.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     let out = run(&[(C2S, c), (C2S, frame(http2::PING, 0, 0, &[1; 8]))]);
     assert_eq!(labels(&out), ["h2 preface", "undecodable", "PING"]);
-    assert!(
-        out[1]
-            .message
-            .tree
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("SETTINGS")
-    );
+    assert!(out[1].message.tree.error().unwrap().contains("SETTINGS"));
     assert_eq!(out[1].bytes.len(), 27);
     // A short mismatch that is not the preface: framed as frames (mid-connection capture).
     let out = run(&[(C2S, frame(http2::PING, 0, 0, &[1; 8]))]);
@@ -794,16 +770,13 @@ fn truncated_header_block_is_an_error_and_poisons_later_blocks() {
     let first = &out[2].message;
     assert!(first.label.ends_with("(HPACK error)"), "{}", first.label);
     let err = first.tree.find(&["header block", "hpack error"]).unwrap();
-    assert!(
-        err.error.as_deref().unwrap().contains("truncated"),
-        "{err:?}"
-    );
+    assert!(err.error().unwrap().contains("truncated"), "{err:?}");
     // The headers before the cut are still shown.
     assert_eq!(text(&first.tree, &["header block", ":method"]), "POST");
     let second = &out[3].message;
     assert_eq!(second.label, "HEADERS s3 POST /");
     let note = second.tree.find(&["header block", "hpack table"]).unwrap();
-    assert!(note.error.as_deref().unwrap().contains("out of sync"));
+    assert!(note.error().unwrap().contains("out of sync"));
 }
 
 #[test]
@@ -813,7 +786,7 @@ fn hpack_index_out_of_range() {
     let m = &out[0].message;
     let err = m.tree.find(&["header block", "hpack error"]).unwrap();
     assert_eq!(
-        err.error.as_deref(),
+        err.error(),
         Some("HPACK decoding failed: header table index out of range")
     );
     assert_eq!(text(&m.tree, &["header block", ":status"]), "200");
@@ -880,7 +853,7 @@ fn grpc_stream_ending_inside_a_message_is_an_error() {
     c.extend(frame(http2::DATA, 1, 1, &[0, 0, 0, 0, 9, 1, 2]));
     let out = run(&[(C2S, c)]);
     let m = &out[1].message;
-    assert!(m.tree.child("gRPC").unwrap().error.is_some());
+    assert!(m.tree.child("gRPC").unwrap().error().is_some());
     let d = &m.derived[0];
     assert!(d.tree.child("message 1").unwrap().has_error());
     // A declared length beyond the cap is reported at once.
@@ -898,8 +871,7 @@ fn grpc_stream_ending_inside_a_message_is_an_error() {
             .tree
             .child("gRPC")
             .unwrap()
-            .error
-            .as_deref()
+            .error()
             .unwrap()
             .contains("limit")
     );
@@ -915,7 +887,7 @@ fn stream_and_buffer_caps_are_reported() {
     }
     let m = d.decode(&frame(http2::HEADERS, 4, 5001, &[0x82, 0x84]));
     assert_eq!(m.label, "HEADERS s5001 GET /");
-    assert!(m.tree.child("stream state").unwrap().error.is_some());
+    assert!(m.tree.child("stream state").unwrap().error().is_some());
 
     // 5 DATA frames of 16 MiB on one stream: the fifth passes the 64 MiB cap.
     let mut d = Http2.decoder(S2C, &Context::default());
@@ -924,13 +896,7 @@ fn stream_and_buffer_caps_are_reported() {
         assert!(!d.decode(&big).is_error());
     }
     let m = d.decode(&big);
-    let err = m
-        .tree
-        .child("reassembly")
-        .unwrap()
-        .error
-        .as_deref()
-        .unwrap();
+    let err = m.tree.child("reassembly").unwrap().error().unwrap();
     assert!(err.contains("buffering limit"), "{err}");
     // The stream is no longer reassembled: its end emits no body.
     let m = d.decode(&frame(http2::DATA, 1, 1, b"end"));
@@ -978,7 +944,7 @@ fn grpc_messages_decode_with_the_method_schema() {
     let req = &out[5].message.derived[0].tree;
     let m = req.child("message 1").unwrap();
     assert_eq!(
-        m.display.as_deref(),
+        m.display(),
         Some("sc.external.services.login.v1.InitiateLoginRequest")
     );
     assert_eq!(text(m, &["payload", "session_id"]), "abc");
@@ -1066,15 +1032,15 @@ proptest! {
     ) {
         let padded = frame(http2::DATA, http2::FLAG_PADDED, 1, &[&[2u8][..], b"ab", &[0, 0]].concat());
         let mut tree = run(&[(S2C, padded)])[0].message.tree.clone();
-        tree.child_mut("data").unwrap().value = Value::Bytes(body.clone());
-        tree.child_mut("padding").unwrap().value = Value::Bytes(vec![0; pad]);
+        tree.child_mut("data").unwrap().value = Value::Bytes(body.clone().into());
+        tree.child_mut("padding").unwrap().value = Value::Bytes(vec![0; pad].into());
         let bytes = Http2.encode(&tree).unwrap();
         let again = &run(&[(S2C, bytes.clone())])[0];
         prop_assert_eq!(again.bytes.len(), bytes.len());
         let t = &again.message.tree;
         prop_assert_eq!(uint(t, &["header", "length"]) as usize, 1 + body.len() + pad);
         prop_assert_eq!(uint(t, &["pad length"]) as usize, pad);
-        prop_assert_eq!(&t.child("data").unwrap().value, &Value::Bytes(body));
+        prop_assert_eq!(&t.child("data").unwrap().value, &Value::Bytes(body.into()));
         prop_assert!(!t.has_error());
 
         let mut tree = run(&[(S2C, settings(&[(4, 1), (6, 2)]))])[0].message.tree.clone();

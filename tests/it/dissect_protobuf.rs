@@ -89,7 +89,7 @@ fn summary(
     String,
     Value,
     std::ops::Range<usize>,
-    Option<u64>,
+    Option<u32>,
     Option<String>,
 ) {
     (
@@ -97,7 +97,7 @@ fn summary(
         n.value.clone(),
         n.range.clone(),
         n.tag,
-        n.kind.as_deref().map(str::to_owned),
+        n.kind().map(str::to_owned),
     )
 }
 
@@ -197,9 +197,9 @@ fn schemaless_guesses_text_bytes_and_packed() {
     assert!(!tree.has_error());
     let c = &tree.children;
     assert_eq!(summary(&c[0]).1, text("hello"));
-    assert_eq!(c[1].value, Value::Bytes(vec![0xff, 0xfe]));
-    assert_eq!(c[1].kind.as_deref(), Some("bytes"));
-    assert_eq!(c[2].kind.as_deref(), Some("packed varint"));
+    assert_eq!(c[1].value, Value::Bytes(vec![0xff, 0xfe].into()));
+    assert_eq!(c[1].kind(), Some("bytes"));
+    assert_eq!(c[2].kind(), Some("packed varint"));
     let packed: Vec<_> = c[2]
         .children
         .iter()
@@ -224,7 +224,7 @@ fn fixed_width_fields_without_schema() {
     let bytes = hex::decode("090100000000000000150000803f").unwrap();
     let tree = decode_message(&bytes, None);
     assert_eq!(summary(&tree.children[0]).1, Value::UInt(1));
-    assert_eq!(tree.children[0].kind.as_deref(), Some("fixed64"));
+    assert_eq!(tree.children[0].kind(), Some("fixed64"));
     assert_eq!(tree.children[0].range, 0..9);
     assert_eq!(tree.children[1].value, Value::UInt(0x3f80_0000));
     assert_eq!(tree.children[1].range, 9..14);
@@ -271,8 +271,8 @@ fn malformed_input_gives_an_error_node_with_the_rest_raw() {
             let bad = &tree.children[*index];
             assert_eq!(bad.name, "invalid", "{hex_in}");
             assert_eq!(bad.range, *range, "{hex_in}");
-            assert_eq!(bad.error.as_deref(), Some(*reason), "{hex_in}");
-            assert_eq!(bad.value, Value::Bytes(bytes[range.clone()].to_vec()));
+            assert_eq!(bad.error(), Some(*reason), "{hex_in}");
+            assert_eq!(bad.value, Value::Bytes(bytes[range.clone()].into()));
             // The raw rest is written back as it was.
             assert_eq!(encode_message(&tree).unwrap(), bytes, "{hex_in}");
         }
@@ -286,7 +286,7 @@ fn groups_are_decoded_and_re_encoded() {
     let tree = decode_message(&bytes, None);
     assert!(!tree.has_error());
     let g = &tree.children[0];
-    assert_eq!(g.kind.as_deref(), Some("group"));
+    assert_eq!(g.kind(), Some("group"));
     assert_eq!(g.range, 0..4);
     assert_eq!(summary(&g.children[0]).1, Value::UInt(5));
     assert_eq!(g.children[0].range, 1..3);
@@ -356,10 +356,10 @@ fn schema_names_and_types_every_field() {
     bytes.extend_from_slice(&[0xd8, 0x01, 0x04, 0xd8, 0x01, 0x05]);
     let tree = decode_message(&bytes, Some(&desc));
     assert!(!tree.has_error());
-    assert_eq!(tree.display.as_deref(), Some("test.v1.All"));
+    assert_eq!(tree.display(), Some("test.v1.All"));
     let get = |name: &str| tree.child(name).unwrap_or_else(|| panic!("no {name}"));
     assert_eq!(get("d").value, Value::Float(1.5));
-    assert_eq!(get("d").kind.as_deref(), Some("double"));
+    assert_eq!(get("d").kind(), Some("double"));
     assert_eq!(get("d").range, 0..9);
     assert_eq!(get("f").value, Value::Float(-2.25));
     assert_eq!(get("f").range, 9..14);
@@ -370,13 +370,13 @@ fn schema_names_and_types_every_field() {
     assert_eq!(get("sfx32").value, Value::Int(-9));
     assert_eq!(get("b").value, Value::Bool(true));
     assert_eq!(get("color").value, Value::Int(2));
-    assert_eq!(get("color").display.as_deref(), Some("GREEN"));
-    assert_eq!(get("color").kind.as_deref(), Some("enum"));
+    assert_eq!(get("color").display(), Some("GREEN"));
+    assert_eq!(get("color").kind(), Some("enum"));
     let inner_node = get("inner");
-    assert_eq!(inner_node.kind.as_deref(), Some("message"));
+    assert_eq!(inner_node.kind(), Some("message"));
     assert_eq!(inner_node.child("name").unwrap().value, text("x"));
     let deltas = inner_node.child("deltas").unwrap();
-    assert_eq!(deltas.kind.as_deref(), Some("packed sint64"));
+    assert_eq!(deltas.kind(), Some("packed sint64"));
     assert_eq!(
         deltas
             .children
@@ -386,7 +386,7 @@ fn schema_names_and_types_every_field() {
         vec![Value::Int(-1), Value::Int(2)]
     );
     let packed = get("packed_i32");
-    assert_eq!(packed.kind.as_deref(), Some("packed int32"));
+    assert_eq!(packed.kind(), Some("packed int32"));
     let p0 = packed.range.start;
     assert_eq!(packed.children[0].range, p0 + 3..p0 + 4);
     assert_eq!(packed.children[1].range, p0 + 4..p0 + 6);
@@ -398,7 +398,7 @@ fn schema_names_and_types_every_field() {
         .children
         .iter()
         .filter(|c| c.name == "unpacked")
-        .map(|c| (c.value.clone(), c.kind.as_deref().map(str::to_owned)))
+        .map(|c| (c.value.clone(), c.kind().map(str::to_owned)))
         .collect();
     assert_eq!(
         unpacked,
@@ -418,12 +418,15 @@ fn schema_mismatches_and_unknown_fields_fall_back_to_schemaless() {
     let bytes = hex::decode("70079a06036162637202ff00").unwrap();
     let tree = decode_message(&bytes, Some(&desc));
     assert_eq!(summary(&tree.children[0]).0, "14");
-    assert_eq!(tree.children[0].kind.as_deref(), Some("varint"));
+    assert_eq!(tree.children[0].kind(), Some("varint"));
     assert_eq!(summary(&tree.children[1]).0, "99");
     assert_eq!(tree.children[1].value, text("abc"));
     assert_eq!(tree.children[2].name, "s");
-    assert_eq!(tree.children[2].value, Value::Bytes(vec![0xff, 0x00]));
-    assert!(tree.children[2].error.is_some());
+    assert_eq!(
+        tree.children[2].value,
+        Value::Bytes(vec![0xff, 0x00].into())
+    );
+    assert!(tree.children[2].error().is_some());
     assert_eq!(encode_message(&tree).unwrap(), bytes);
 }
 
@@ -432,14 +435,14 @@ fn editing_a_string_fixes_the_lengths() {
     let bytes = discovery_payload();
     let mut tree = decode_message(&bytes, None);
     let long = "A much longer client name than before, past 127 bytes ".repeat(3);
-    tree.children[1].children[0].value = Value::Text(long.clone());
+    tree.children[1].children[0].value = Value::Text(long.clone().into());
     tree.children[2].value = Value::UInt(300);
     let out = encode_message(&tree).unwrap();
     let again = decode_message(&out, None);
     assert!(!again.has_error());
     assert_eq!(
         again.children[1].children[0].value,
-        Value::Text(long.clone())
+        Value::Text(long.clone().into())
     );
     assert_eq!(again.children[1].children[1].value, text("sc_client"));
     assert_eq!(again.children[2].value, Value::UInt(300));
@@ -468,7 +471,7 @@ fn encode_reports_bad_edits() {
     tree.children[0].tag = None;
     assert!(encode_message(&tree).is_err());
     let mut tree = decode_message(&discovery_payload(), None);
-    tree.children[0].kind = Some("nonsense".into());
+    tree.children[0].set_kind(Some("nonsense".into()));
     assert!(encode_message(&tree).is_err());
 }
 
@@ -801,7 +804,7 @@ proptest! {
         let mut tree = decode_message(&bytes, Some(&desc));
         // Set (or add) the string and int64 fields.
         tree.children.retain(|c| c.name != "s" && c.name != "i64");
-        tree.children.push(Node::new("s", 0..0, Value::Text(new.clone())).with_tag(14).with_kind("string"));
+        tree.children.push(Node::new("s", 0..0, Value::Text(new.clone().into())).with_tag(14).with_kind("string"));
         tree.children.push(Node::new("i64", 0..0, Value::Int(n)).with_tag(4).with_kind("int64"));
         let out = encode_message(&tree).unwrap();
         let m = DynamicMessage::decode(desc.clone(), out.as_slice()).unwrap();

@@ -219,11 +219,11 @@ fn assert_decodes_cleanly(
         seen[usize::from(d.direction == S2C)] += d.bytes.len();
         for (_, n) in d.message.tree.walk() {
             assert!(
-                n.error.is_none(),
+                n.error().is_none(),
                 "{}: node {} has error {:?}",
                 d.message.label,
                 n.name,
-                n.error
+                n.error()
             );
         }
     }

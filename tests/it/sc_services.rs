@@ -166,7 +166,7 @@ impl Sc {
                     for t in trees {
                         for (_, n) in t.walk() {
                             out.push((m.direction, format!("{} = {}", n.name, n.display_value())));
-                            if let Some(e) = &n.error {
+                            if let Some(e) = n.error() {
                                 out.push((m.direction, format!("ERROR {}: {e}", n.name)));
                             }
                         }

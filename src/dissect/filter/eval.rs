@@ -387,7 +387,7 @@ fn parse_number(s: &str) -> Option<i128> {
 /// The texts a node answers to: its text value and its display.
 fn node_texts<'a>(f: Found<'a>) -> [Option<&'a str>; 2] {
     match f {
-        Found::Node(n) => [n.value.as_text(), n.display.as_deref()],
+        Found::Node(n) => [n.value.as_text(), n.display()],
         Found::Name(s) => [Some(s), None],
     }
 }
@@ -423,7 +423,7 @@ pub(super) fn node_test(test: &NodeTest, f: Found<'_>) -> bool {
             }
             Lit::Bytes(want) => match f {
                 Found::Node(n) => match &n.value {
-                    Value::Bytes(b) => cmp_ord(*op, b.as_slice().cmp(want.as_slice())),
+                    Value::Bytes(b) => cmp_ord(*op, (**b).cmp(want.as_slice())),
                     Value::Text(s) => cmp_ord(*op, s.as_bytes().cmp(want.as_slice())),
                     _ => false,
                 },
@@ -549,7 +549,7 @@ impl Needle {
                 self.in_str(scratch)
             }
         };
-        own || n.display.as_deref().is_some_and(|d| self.in_str(d))
+        own || n.display().is_some_and(|d| self.in_str(d))
     }
 }
 

@@ -107,7 +107,7 @@ impl<'a> Builder<'a> {
                 id
             }
         };
-        let key = (ValueKey::of(&n.value), n.display.as_deref());
+        let key = (ValueKey::of(&n.value), n.display());
         let values = &mut self.values;
         let value = *self.value_ids.entry(key).or_insert_with(|| {
             values.push(n);

@@ -45,7 +45,7 @@ pub fn decode_message_in(
     let mut root = Node::group("message", start..end).with_kind("message");
     let planned = desc.and_then(plan_for);
     if let Some(d) = desc {
-        root.display = Some(d.full_name().to_owned());
+        root.set_display(Some(d.full_name().to_owned()));
     }
     let ctx = Ctx {
         plan: planned.as_ref().map(|(p, _)| &**p),
@@ -74,45 +74,36 @@ enum Step {
 /// The rest of a message from `start`, shown raw with the reason it could not be decoded.
 fn invalid(buf: &[u8], start: usize, reason: &'static str) -> Node {
     let rest = buf.get(start..).unwrap_or_default();
-    Node {
-        name: Cow::Borrowed("invalid"),
-        value: Value::Bytes(rest.to_vec()),
-        range: start..buf.len(),
-        error: Some(reason.to_owned()),
-        kind: Some(Cow::Borrowed("raw")),
-        ..Default::default()
-    }
+    Node::new("invalid", start..buf.len(), Value::Bytes(rest.into()))
+        .with_kind("raw")
+        .with_error(reason)
 }
 
 /// Appends a node and returns it for further filling. The node is written straight into
 /// the vector's spare capacity: `Vec::push` takes the node by value, so it is built on the
 /// stack before the push may grow the vector and then copied (a libc `memcpy` call for a
 /// struct this size, the largest single cost of decoding before this was done).
+///
+/// The value comes from a closure run after the vector has grown. A value made before is
+/// live across the `reserve` call, whose unwinding path would drop it, so it is kept in a
+/// stack slot and copied into the node from there; and a value assigned afterwards is
+/// written to the stack first too, to drop the one it replaces. Either way the copy reads
+/// back whole what was just written in parts, which stalls store forwarding on every node.
 #[inline(always)]
 fn put<'o>(
     out: &'o mut Vec<Node>,
     name: &'static str,
     range: Range<usize>,
-    value: Value,
-    tag: Option<u64>,
+    tag: Option<u32>,
     kind: &'static str,
+    value: impl FnOnce() -> Value,
 ) -> &'o mut Node {
     if out.len() == out.capacity() {
         out.reserve(1);
     }
     let len = out.len();
     if let Some(slot) = out.spare_capacity_mut().first_mut() {
-        slot.write(Node {
-            name: Cow::Borrowed(name),
-            value,
-            display: None,
-            range,
-            children: Vec::new(),
-            derived: false,
-            error: None,
-            tag,
-            kind: Some(Cow::Borrowed(kind)),
-        });
+        slot.write(Node::leaf(name, range, value(), tag, kind));
         // SAFETY: the slot at index `len` (the first spare one, which `reserve` guaranteed
         // exists) was fully initialised by the `write` just above, so the first `len + 1`
         // elements are initialised.
@@ -133,7 +124,7 @@ const INDICES: [&str; 32] = [
     "[25]", "[26]", "[27]", "[28]", "[29]", "[30]", "[31]",
 ];
 
-fn number_name(n: u64) -> Cow<'static, str> {
+fn number_name(n: u32) -> Cow<'static, str> {
     match usize::try_from(n).ok().and_then(|i| NUMBERS.get(i)) {
         Some(s) => Cow::Borrowed(s),
         None => Cow::Owned(n.to_string()),
@@ -147,14 +138,14 @@ fn number_name(n: u64) -> Cow<'static, str> {
 #[inline(always)]
 fn put_number<'o>(
     out: &'o mut Vec<Node>,
-    number: u64,
+    number: u32,
     range: Range<usize>,
-    value: Value,
-    tag: Option<u64>,
+    tag: Option<u32>,
     kind: &'static str,
+    value: impl FnOnce() -> Value,
 ) -> &'o mut Node {
     let table = usize::try_from(number).ok().and_then(|i| NUMBERS.get(i));
-    let node = put(out, table.copied().unwrap_or(""), range, value, tag, kind);
+    let node = put(out, table.copied().unwrap_or(""), range, tag, kind, value);
     if table.is_none() {
         node.name = Cow::Owned(number.to_string());
     }
@@ -166,12 +157,12 @@ fn put_number<'o>(
 fn put_element<'o>(
     out: &'o mut Vec<Node>,
     range: Range<usize>,
-    value: Value,
     kind: &'static str,
+    value: impl FnOnce() -> Value,
 ) -> &'o mut Node {
     let i = out.len();
     let table = INDICES.get(i);
-    let node = put(out, table.copied().unwrap_or(""), range, value, None, kind);
+    let node = put(out, table.copied().unwrap_or(""), range, None, kind, value);
     if table.is_none() {
         node.name = Cow::Owned(format!("[{i}]"));
     }
@@ -311,7 +302,7 @@ impl<'p> Ctx<'p> {
         mut pos: usize,
         msg: Option<u32>,
         depth: usize,
-        group: Option<u64>,
+        group: Option<u32>,
     ) -> Fields {
         let end = buf.len();
         let plan = self.msg_plan(msg);
@@ -331,9 +322,11 @@ impl<'p> Ctx<'p> {
                         if number == 0 {
                             return Err("field number 0");
                         }
-                        if number > MAX_FIELD_NUMBER {
-                            return Err("field number above 2^29-1");
-                        }
+                        // Below 2^29, so it fits the node's 32-bit tag.
+                        let number = u32::try_from(number)
+                            .ok()
+                            .filter(|&n| u64::from(n) <= MAX_FIELD_NUMBER)
+                            .ok_or("field number above 2^29-1")?;
                         if wire == WIRE_END_GROUP {
                             return if group == Some(number) {
                                 Ok(Step::End(after_tag))
@@ -375,38 +368,17 @@ impl<'p> Ctx<'p> {
         }
     }
 
-    /// A raw scalar as read from the wire (varint value, or fixed bits), typed.
+    /// The display of a scalar whose value [`scalar_value`] gives, where it has one: the
+    /// name of an enum value, or `NaN` for a float kept as its bits.
     #[inline(always)]
-    fn typed_scalar(self, ty: Ty, raw: u64) -> (Value, Option<String>) {
+    fn scalar_display(self, ty: Ty, raw: u64) -> Option<&'static str> {
         match ty {
-            Ty::Int32 | Ty::Int64 => (Value::Int(raw as i64), None),
-            Ty::Uint32 | Ty::Uint64 | Ty::Fixed32 | Ty::Fixed64 => (Value::UInt(raw), None),
-            Ty::Sint32 | Ty::Sint64 => (Value::Int(zigzag_decode(raw)), None),
-            // A bool written as 2 or more keeps its number, so it re-encodes to the same bytes.
-            Ty::Bool if raw <= 1 => (Value::Bool(raw == 1), None),
-            Ty::Bool => (Value::UInt(raw), None),
-            Ty::Enum(e) => {
-                let n = raw as i64;
-                let name = i32::try_from(n)
-                    .ok()
-                    .zip(self.plan.and_then(|p| p.enum_plan(e)))
-                    .and_then(|(n, e)| e.name(n))
-                    .map(str::to_owned);
-                (Value::Int(n), name)
-            }
-            Ty::Sfixed32 => (Value::Int(i64::from(raw as u32 as i32)), None),
-            Ty::Sfixed64 => (Value::Int(raw as i64), None),
-            Ty::Double => (Value::Float(f64::from_bits(raw)), None),
-            Ty::Float => {
-                let f = f32::from_bits(raw as u32);
-                if f.is_nan() {
-                    // f32 -> f64 may not keep a NaN's payload bits: keep the bits themselves.
-                    (Value::UInt(raw), Some("NaN".to_owned()))
-                } else {
-                    (Value::Float(f64::from(f)), None)
-                }
-            }
-            Ty::String | Ty::Bytes | Ty::Message(_) => (Value::UInt(raw), None),
+            Ty::Enum(e) => i32::try_from(raw as i64)
+                .ok()
+                .zip(self.plan.and_then(|p| p.enum_plan(e)))
+                .and_then(|(n, e)| e.name(n)),
+            Ty::Float if f32::from_bits(raw as u32).is_nan() => Some("NaN"),
+            _ => None,
         }
     }
 
@@ -418,7 +390,7 @@ impl<'p> Ctx<'p> {
         buf: &[u8],
         tag_start: usize,
         p: usize,
-        number: u64,
+        number: u32,
         wire: u8,
         field: Option<&FieldPlan>,
         depth: usize,
@@ -475,7 +447,7 @@ impl<'p> Ctx<'p> {
                     return Err("group without its end-group tag");
                 }
                 let range = tag_start..inner.end;
-                let node = put(out, "", range, Value::None, Some(number), "group");
+                let node = put(out, "", range, Some(number), "group", || Value::None);
                 node.name = name;
                 node.children = inner.nodes;
                 Ok(inner.end)
@@ -491,7 +463,7 @@ impl<'p> Ctx<'p> {
         self,
         out: &mut Vec<Node>,
         range: Range<usize>,
-        number: u64,
+        number: u32,
         wire: u8,
         raw: u64,
         field: Option<&FieldPlan>,
@@ -499,8 +471,12 @@ impl<'p> Ctx<'p> {
         if let Some(f) = field
             && scalar_wire(f.ty) == Some(wire)
         {
-            let (value, display) = self.typed_scalar(f.ty, raw);
-            put(out, f.name, range, value, Some(number), ty_name(f.ty)).display = display;
+            let node = put(out, f.name, range, Some(number), ty_name(f.ty), || {
+                scalar_value(f.ty, raw)
+            });
+            if let Some(d) = self.scalar_display(f.ty, raw) {
+                node.set_display(Some(d.to_owned()));
+            }
             return;
         }
         let kind = match wire {
@@ -508,7 +484,7 @@ impl<'p> Ctx<'p> {
             WIRE_FIXED64 => "fixed64",
             _ => "fixed32",
         };
-        put_number(out, number, range, Value::UInt(raw), Some(number), kind);
+        put_number(out, number, range, Some(number), kind, || Value::UInt(raw));
     }
 
     /// A length-delimited field: typed by the schema where it says so, else guessed.
@@ -518,7 +494,7 @@ impl<'p> Ctx<'p> {
         out: &mut Vec<Node>,
         buf: &[u8],
         tag_start: usize,
-        number: u64,
+        number: u32,
         ds: usize,
         de: usize,
         field: Option<&FieldPlan>,
@@ -533,35 +509,37 @@ impl<'p> Ctx<'p> {
                 Ty::String => {
                     match std::str::from_utf8(data) {
                         Ok(s) => {
-                            put(out, name, range, Value::Text(s.to_owned()), tag, "string");
+                            put(out, name, range, tag, "string", || Value::Text(s.into()));
                         }
                         Err(_) => {
-                            let value = Value::Bytes(data.to_vec());
-                            put(out, name, range, value, tag, "string").error =
-                                Some("string field is not valid UTF-8".to_owned());
+                            put(out, name, range, tag, "string", || {
+                                Value::Bytes(data.into())
+                            })
+                            .set_error(Some("string field is not valid UTF-8".to_owned()));
                         }
                     }
                     return;
                 }
                 Ty::Bytes => {
-                    put(out, name, range, Value::Bytes(data.to_vec()), tag, "bytes");
+                    put(out, name, range, tag, "bytes", || Value::Bytes(data.into()));
                     return;
                 }
                 Ty::Message(m) if !f.group => {
                     if depth >= MAX_DEPTH {
-                        let value = Value::Bytes(data.to_vec());
-                        put(out, name, range, value, tag, "message").error =
-                            Some("messages nested more than 64 deep".to_owned());
+                        put(out, name, range, tag, "message", || {
+                            Value::Bytes(data.into())
+                        })
+                        .set_error(Some("messages nested more than 64 deep".to_owned()));
                         return;
                     }
                     let children = self.fields(&buf[..de], ds, Some(m), depth + 1, None).nodes;
-                    put(out, name, range, Value::None, tag, "message").children = children;
+                    put(out, name, range, tag, "message", || Value::None).children = children;
                     return;
                 }
                 ty if f.list => {
                     if let Some(children) = self.packed_typed(buf, ds, de, ty) {
                         let kind = packed_ty_name(ty).unwrap_or("packed");
-                        put(out, name, range, Value::None, tag, kind).children = children;
+                        put(out, name, range, tag, kind, || Value::None).children = children;
                         return;
                     }
                 }
@@ -585,8 +563,12 @@ impl<'p> Ctx<'p> {
                 children.reserve(count);
                 while pos < de {
                     let (raw, next) = read_varint(body, pos).ok()?;
-                    let (value, display) = self.typed_scalar(ty, raw);
-                    put_element(&mut children, pos..next, value, elem_kind).display = display;
+                    let node = put_element(&mut children, pos..next, elem_kind, || {
+                        scalar_value(ty, raw)
+                    });
+                    if let Some(d) = self.scalar_display(ty, raw) {
+                        node.set_display(Some(d.to_owned()));
+                    }
                     pos = next;
                 }
             }
@@ -602,9 +584,12 @@ impl<'p> Ctx<'p> {
                     } else {
                         u64::from(u32::from_le_bytes(read_fixed::<4>(body, pos)?))
                     };
-                    let (value, display) = self.typed_scalar(ty, raw);
                     let range = pos..pos + size;
-                    put_element(&mut children, range, value, elem_kind).display = display;
+                    let node =
+                        put_element(&mut children, range, elem_kind, || scalar_value(ty, raw));
+                    if let Some(d) = self.scalar_display(ty, raw) {
+                        node.set_display(Some(d.to_owned()));
+                    }
                     pos += size;
                 }
             }
@@ -621,7 +606,7 @@ impl<'p> Ctx<'p> {
         out: &mut Vec<Node>,
         buf: &[u8],
         range: Range<usize>,
-        number: u64,
+        number: u32,
         ds: usize,
         de: usize,
         depth: usize,
@@ -631,18 +616,47 @@ impl<'p> Ctx<'p> {
         let text = is_text(data);
         if depth < MAX_DEPTH && !data.is_empty() && !text && looks_like_message(data) {
             let children = self.fields(&buf[..de], ds, None, depth + 1, None).nodes;
-            put_number(out, number, range, Value::None, tag, "message").children = children;
+            put_number(out, number, range, tag, "message", || Value::None).children = children;
         } else if text {
             // is_text checked UTF-8.
             let text = std::str::from_utf8(data).unwrap_or_default();
-            let value = Value::Text(text.to_owned());
-            put_number(out, number, range, value, tag, "string");
+            put_number(out, number, range, tag, "string", || {
+                Value::Text(text.into())
+            });
         } else if let Some(children) = packed_varints(data, ds) {
-            put_number(out, number, range, Value::None, tag, "packed varint").children = children;
+            put_number(out, number, range, tag, "packed varint", || Value::None).children =
+                children;
         } else {
-            let value = Value::Bytes(data.to_vec());
-            put_number(out, number, range, value, tag, "bytes");
+            put_number(out, number, range, tag, "bytes", || {
+                Value::Bytes(data.into())
+            });
         }
+    }
+}
+
+/// A raw scalar as read from the wire (varint value, or fixed bits), typed.
+#[inline(always)]
+fn scalar_value(ty: Ty, raw: u64) -> Value {
+    match ty {
+        Ty::Int32 | Ty::Int64 | Ty::Enum(_) | Ty::Sfixed64 => Value::Int(raw as i64),
+        Ty::Uint32 | Ty::Uint64 | Ty::Fixed32 | Ty::Fixed64 => Value::UInt(raw),
+        Ty::Sint32 | Ty::Sint64 => Value::Int(zigzag_decode(raw)),
+        // A bool written as 2 or more keeps its number, so it re-encodes to the same bytes.
+        Ty::Bool if raw <= 1 => Value::Bool(raw == 1),
+        Ty::Bool => Value::UInt(raw),
+        Ty::Sfixed32 => Value::Int(i64::from(raw as u32 as i32)),
+        Ty::Double => Value::Float(f64::from_bits(raw)),
+        Ty::Float => {
+            let f = f32::from_bits(raw as u32);
+            if f.is_nan() {
+                // f32 -> f64 may not keep a NaN's payload bits: keep the bits themselves
+                // (shown as `NaN`, see `scalar_display`).
+                Value::UInt(raw)
+            } else {
+                Value::Float(f64::from(f))
+            }
+        }
+        Ty::String | Ty::Bytes | Ty::Message(_) => Value::UInt(raw),
     }
 }
 
@@ -722,12 +736,9 @@ fn packed_varints(data: &[u8], base: usize) -> Option<Vec<Node>> {
     let mut pos = 0;
     while pos < data.len() {
         let (v, next) = read_canonical(data, pos)?;
-        put_element(
-            &mut children,
-            base + pos..base + next,
-            Value::UInt(v),
-            "varint",
-        );
+        put_element(&mut children, base + pos..base + next, "varint", || {
+            Value::UInt(v)
+        });
         pos = next;
     }
     Some(children)

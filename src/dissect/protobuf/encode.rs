@@ -47,10 +47,7 @@ fn bad(n: &Node, reason: impl Into<String>) -> EncodeError {
 }
 
 fn encode_field(n: &Node, out: &mut Vec<u8>, depth: usize) -> Result<(), EncodeError> {
-    let kind = n
-        .kind
-        .as_deref()
-        .ok_or_else(|| bad(n, "no protobuf type (kind)"))?;
+    let kind = n.kind().ok_or_else(|| bad(n, "no protobuf type (kind)"))?;
     if kind == "raw" {
         return match &n.value {
             Value::Bytes(b) => {
@@ -62,6 +59,7 @@ fn encode_field(n: &Node, out: &mut Vec<u8>, depth: usize) -> Result<(), EncodeE
     }
     let number = n
         .tag
+        .map(u64::from)
         .filter(|&t| (1..=MAX_FIELD_NUMBER).contains(&t))
         .ok_or_else(|| bad(n, "no valid field number (tag)"))?;
     match kind {

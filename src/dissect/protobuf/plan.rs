@@ -48,14 +48,13 @@ pub struct MsgPlan {
 
 impl MsgPlan {
     #[inline]
-    pub fn field(&self, number: u64) -> Option<&FieldPlan> {
+    pub fn field(&self, number: u32) -> Option<&FieldPlan> {
         if let Some(&i) = self.direct.get(usize::try_from(number).ok()?) {
             return match i {
                 0 => None,
                 i => self.fields.get(usize::from(i) - 1),
             };
         }
-        let number = u32::try_from(number).ok()?;
         self.fields
             .binary_search_by_key(&number, |f| f.number)
             .ok()
