@@ -624,8 +624,8 @@ impl Http2Decoder {
             PRIORITY => {
                 check_stream(&mut out, &h, true);
                 check_len(&mut out, &h, msg, 5);
-                if let Some(p) = priority_nodes(msg, FRAME_HEADER) {
-                    out.root.children.extend(p.children);
+                if let Some(mut p) = priority_nodes(msg, FRAME_HEADER) {
+                    out.root.children.extend(std::mem::take(&mut p.children));
                 }
                 out.label = format!("PRIORITY s{}", h.stream);
             }

@@ -507,7 +507,7 @@ impl<'p> Ctx<'p> {
             let name = f.name;
             match f.ty {
                 Ty::String => {
-                    match std::str::from_utf8(data) {
+                    match utf8(data) {
                         Ok(s) => {
                             put(out, name, range, tag, "string", || Value::Text(s.into()));
                         }
@@ -658,6 +658,17 @@ fn scalar_value(ty: Ty, raw: u64) -> Value {
         }
         Ty::String | Ty::Bytes | Ty::Message(_) => Value::UInt(raw),
     }
+}
+
+/// `data` as text if it is valid UTF-8. Field strings are short and nearly always ASCII,
+/// which is checked inline here rather than through the general validator's call.
+#[inline(always)]
+fn utf8(data: &[u8]) -> Result<&str, std::str::Utf8Error> {
+    if data.is_ascii() {
+        // SAFETY: ASCII bytes are valid UTF-8.
+        return Ok(unsafe { std::str::from_utf8_unchecked(data) });
+    }
+    std::str::from_utf8(data)
 }
 
 /// Whether `data` is printable UTF-8 text (tabs and line breaks allowed).

@@ -35,11 +35,19 @@ impl VarintError {
 /// Reads a varint at `pos`; returns the value and the position after it.
 #[inline(always)]
 pub fn read_varint(buf: &[u8], pos: usize) -> Result<(u64, usize), VarintError> {
-    // Fast path, inlined into every caller: one byte (most tags, lengths and small values).
-    if let Some(&b) = buf.get(pos)
-        && b < 0x80
+    // Fast paths, inlined into every caller: one byte (most tags, lengths and small values)
+    // and two (values below 16,384: counts, ids, packed elements).
+    let Some(&b0) = buf.get(pos) else {
+        return Err(VarintError::Truncated);
+    };
+    if b0 < 0x80 {
+        return Ok((u64::from(b0), pos + 1));
+    }
+    // `pos` is inside `buf`, so `pos + 1` cannot overflow.
+    if let Some(&b1) = buf.get(pos + 1)
+        && b1 < 0x80
     {
-        return Ok((u64::from(b), pos + 1));
+        return Ok((u64::from(b0 & 0x7f) | (u64::from(b1) << 7), pos + 2));
     }
     read_varint_long(buf, pos)
 }
@@ -128,6 +136,8 @@ mod tests {
     fn bad_varints_are_reported() {
         assert_eq!(read_varint(&[0x80, 0x80], 0), Err(VarintError::Truncated));
         assert_eq!(read_varint(&[], 0), Err(VarintError::Truncated));
+        assert_eq!(read_varint(&[0x80], 0), Err(VarintError::Truncated));
+        assert_eq!(read_varint(&[0x01], 1), Err(VarintError::Truncated));
         assert_eq!(read_varint(&[0xff; 11], 0), Err(VarintError::Overlong));
         let mut ten = vec![0xff; 9];
         ten.push(0x02);
