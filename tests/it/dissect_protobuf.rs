@@ -218,6 +218,25 @@ fn schemaless_guesses_text_bytes_and_packed() {
     assert_eq!(encode_message(&tree).unwrap(), bytes);
 }
 
+/// The schemaless guess takes a body as packed varints or as a message only when every
+/// varint in it is in its shortest form, since a longer one would re-encode shorter.
+#[test]
+fn schemaless_guess_refuses_varints_longer_than_needed() {
+    // field 1: 05 80 01 (128, shortest) then 80 00 (0 in two bytes): not packed.
+    // field 2: 08 80 80 00 (field 1 = 0 in three bytes): not a message.
+    // field 3: 08 80 80 01: the same shape in shortest form (16384), a message.
+    let bytes = hex::decode("0a0505800180001204088080001a0408808001").unwrap();
+    let tree = decode_message(&bytes, None);
+    assert!(!tree.has_error());
+    let c = &tree.children;
+    assert_eq!(c[0].kind(), Some("bytes"));
+    assert_eq!(c[1].kind(), Some("bytes"));
+    assert_eq!(c[2].kind(), Some("message"));
+    assert_eq!(c[2].children[0].value, Value::UInt(16384));
+    assert_eq!(c[2].children[0].range, 15..19);
+    assert_eq!(encode_message(&tree).unwrap(), bytes);
+}
+
 #[test]
 fn fixed_width_fields_without_schema() {
     // field 1 fixed64 = 1, field 2 fixed32 = 0x3f800000.

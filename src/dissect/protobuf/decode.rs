@@ -9,7 +9,7 @@ use super::plan::{FieldPlan, MsgPlan, PoolPlan, Ty, plan_for};
 
 use super::wire::{
     MAX_FIELD_NUMBER, WIRE_END_GROUP, WIRE_FIXED32, WIRE_FIXED64, WIRE_LEN, WIRE_START_GROUP,
-    WIRE_VARINT, read_fixed, read_varint, varint_len, zigzag_decode,
+    WIRE_VARINT, read_fixed, read_varint, zigzag_decode,
 };
 use crate::dissect::{Node, Value};
 
@@ -51,7 +51,7 @@ pub fn decode_message_in(
         plan: planned.as_ref().map(|(p, _)| &**p),
     };
     let msg = planned.as_ref().map(|(_, i)| *i);
-    root.children = ctx.fields(buf, start, msg, 0, None).nodes;
+    root.children = ctx.fields(buf, start, msg, 0, None, None).nodes;
     root
 }
 
@@ -296,6 +296,7 @@ impl<'p> Ctx<'p> {
     }
 
     /// Decodes fields from `pos` to the end of `buf` (callers slice `buf` to the body's end).
+    /// `counted` is the number of fields when the caller has already counted them.
     fn fields(
         self,
         buf: &[u8],
@@ -303,13 +304,14 @@ impl<'p> Ctx<'p> {
         msg: Option<u32>,
         depth: usize,
         group: Option<u32>,
+        counted: Option<usize>,
     ) -> Fields {
         let end = buf.len();
         let plan = self.msg_plan(msg);
-        let mut nodes = Vec::with_capacity(if group.is_some() {
-            0
-        } else {
-            count_fields(buf.get(pos..).unwrap_or_default())
+        let mut nodes = Vec::with_capacity(match (counted, group) {
+            (Some(n), _) => n,
+            (None, Some(_)) => 0,
+            (None, None) => count_fields(buf.get(pos..).unwrap_or_default()),
         });
         while pos < end {
             let tag_start = pos;
@@ -442,7 +444,7 @@ impl<'p> Ctx<'p> {
                     ) => (Cow::Borrowed(f.name), Some(*m)),
                     _ => (number_name(number), None),
                 };
-                let inner = self.fields(buf, p, msg, depth + 1, Some(number));
+                let inner = self.fields(buf, p, msg, depth + 1, Some(number), None);
                 if !inner.closed {
                     return Err("group without its end-group tag");
                 }
@@ -532,7 +534,9 @@ impl<'p> Ctx<'p> {
                         .set_error(Some("messages nested more than 64 deep".to_owned()));
                         return;
                     }
-                    let children = self.fields(&buf[..de], ds, Some(m), depth + 1, None).nodes;
+                    let children = self
+                        .fields(&buf[..de], ds, Some(m), depth + 1, None, None)
+                        .nodes;
                     put(out, name, range, tag, "message", || Value::None).children = children;
                     return;
                 }
@@ -613,13 +617,18 @@ impl<'p> Ctx<'p> {
     ) {
         let data = buf.get(ds..de).unwrap_or_default();
         let tag = Some(number);
-        let text = is_text(data);
-        if depth < MAX_DEPTH && !data.is_empty() && !text && looks_like_message(data) {
-            let children = self.fields(&buf[..de], ds, None, depth + 1, None).nodes;
+        let text = as_text(data);
+        let counted = if depth < MAX_DEPTH && !data.is_empty() && text.is_none() {
+            count_message_fields(data)
+        } else {
+            None
+        };
+        if let Some(n) = counted {
+            let children = self
+                .fields(&buf[..de], ds, None, depth + 1, None, Some(n))
+                .nodes;
             put_number(out, number, range, tag, "message", || Value::None).children = children;
-        } else if text {
-            // is_text checked UTF-8.
-            let text = std::str::from_utf8(data).unwrap_or_default();
+        } else if let Some(text) = text {
             put_number(out, number, range, tag, "string", || {
                 Value::Text(text.into())
             });
@@ -671,71 +680,62 @@ fn utf8(data: &[u8]) -> Result<&str, std::str::Utf8Error> {
     std::str::from_utf8(data)
 }
 
-/// Whether `data` is printable UTF-8 text (tabs and line breaks allowed).
-fn is_text(data: &[u8]) -> bool {
-    if data
-        .iter()
-        .all(|&b| (0x20..0x7f).contains(&b) || matches!(b, b'\t' | b'\n' | b'\r'))
-    {
-        return true;
+/// `data` as text if it is printable UTF-8 (tabs and line breaks allowed).
+fn as_text(data: &[u8]) -> Option<&str> {
+    let printable = |b: u8| (0x20..0x7f).contains(&b) || matches!(b, b'\t' | b'\n' | b'\r');
+    if data.iter().all(|&b| printable(b)) {
+        // SAFETY: printable ASCII is valid UTF-8.
+        return Some(unsafe { std::str::from_utf8_unchecked(data) });
     }
     if data
         .iter()
         .any(|&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
     {
-        return false;
+        return None;
     }
-    match std::str::from_utf8(data) {
-        Ok(s) => s
-            .chars()
-            .all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r')),
-        Err(_) => false,
-    }
+    std::str::from_utf8(data).ok().filter(|s| {
+        s.chars()
+            .all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r'))
+    })
 }
 
-/// Reads a varint only if it is in its shortest form (so re-encoding gives the same bytes).
-#[inline]
+/// Reads a varint only if it is in its shortest form (so re-encoding gives the same bytes):
+/// a varint of more than one byte is longer than needed exactly when its last byte is 0.
+#[inline(always)]
 fn read_canonical(data: &[u8], pos: usize) -> Option<(u64, usize)> {
     let (v, next) = read_varint(data, pos).ok()?;
-    (next - pos == varint_len(v)).then_some((v, next))
+    (next - pos == 1 || data.get(next - 1) != Some(&0)).then_some((v, next))
 }
 
-/// Whether `data` parses completely as one message body of fields with wire types 0, 1, 2
-/// and 5 in canonical form (the plausibility test of the schemaless guess). Only this level
-/// is checked; nested bodies are guessed again when they are decoded.
-fn looks_like_message(data: &[u8]) -> bool {
+/// The number of fields in `data` if it parses completely as one message body of fields
+/// with wire types 0, 1, 2 and 5 in canonical form (the plausibility test of the
+/// schemaless guess; the count sizes the children). Only this level is checked; nested
+/// bodies are guessed again when they are decoded.
+fn count_message_fields(data: &[u8]) -> Option<usize> {
     let mut pos = 0;
+    let mut n = 0;
     while pos < data.len() {
-        let Some((key, p)) = read_canonical(data, pos) else {
-            return false;
-        };
+        let (key, p) = read_canonical(data, pos)?;
         let number = key >> 3;
         if number == 0 || number > MAX_FIELD_NUMBER {
-            return false;
+            return None;
         }
         pos = match (key & 7) as u8 {
-            WIRE_VARINT => match read_canonical(data, p) {
-                Some((_, next)) => next,
-                None => return false,
-            },
+            WIRE_VARINT => read_canonical(data, p)?.1,
             WIRE_FIXED64 => p + 8,
             WIRE_FIXED32 => p + 4,
-            WIRE_LEN => match read_canonical(data, p) {
-                Some((len, next)) => {
-                    match usize::try_from(len).ok().and_then(|l| next.checked_add(l)) {
-                        Some(e) => e,
-                        None => return false,
-                    }
-                }
-                None => return false,
-            },
-            _ => return false,
+            WIRE_LEN => {
+                let (len, next) = read_canonical(data, p)?;
+                next.checked_add(usize::try_from(len).ok()?)?
+            }
+            _ => return None,
         };
         if pos > data.len() {
-            return false;
+            return None;
         }
+        n += 1;
     }
-    true
+    Some(n)
 }
 
 /// Packed varints, if `data` is exactly a sequence of canonical varints.
