@@ -82,7 +82,7 @@ pub(crate) struct Shared {
     /// that signs or checks tokens is enabled, else when one is first started.
     pub sc_signer: std::sync::OnceLock<Result<Arc<crate::security::jwt::Signer>, String>>,
     /// JWT ids logged out at the SC login server, which the SC game server refuses too.
-    pub sc_logged_out: Arc<parking_lot::Mutex<std::collections::HashSet<String>>>,
+    pub sc_logged_out: Arc<parking_lot::Mutex<crate::security::expiring::Expiring<()>>>,
     /// The accounts database, opened when the first server starts.
     pub accounts: tokio::sync::OnceCell<Result<Store, String>>,
 }

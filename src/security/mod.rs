@@ -6,6 +6,7 @@
 //! feature, which the crate does not enable). Passwords are argon2id PHC strings; hashing
 //! and verifying run on the blocking pool so a login never stalls the async workers.
 
+pub mod expiring;
 pub mod jwt;
 
 use std::path::Path;

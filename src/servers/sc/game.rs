@@ -7,7 +7,6 @@
 //! COMPLETE). `CharacterService` returns the configured character. Reflection and health are
 //! served so stock tools (grpcurl, grpc_health_probe) can list and probe the services.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +35,8 @@ use super::pb::push::listen_response::Payload;
 use super::pb::push::push_service_server::{PushService, PushServiceServer};
 use super::pb::push::{ListenRequest, ListenResponse};
 use super::{FILE_DESCRIPTOR_SET, ScCtx, login::check_token};
-use crate::security::jwt::Claims;
+use crate::security::expiring::Expiring;
+use crate::security::jwt::{Claims, now};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GameError {
@@ -50,15 +50,15 @@ pub enum GameError {
 #[derive(Clone)]
 pub struct Game {
     ctx: ScCtx,
-    /// Claims of each InitiateLogin session, by session id.
-    logins: Arc<Mutex<HashMap<String, Claims>>>,
+    /// Claims of each InitiateLogin session, by session id, until the token expires.
+    logins: Arc<Mutex<Expiring<Claims>>>,
 }
 
 impl Game {
     pub fn new(ctx: ScCtx) -> Self {
         Game {
             ctx,
-            logins: Arc::new(Mutex::new(HashMap::new())),
+            logins: Arc::new(Mutex::new(Expiring::new())),
         }
     }
 
@@ -171,7 +171,8 @@ impl LoginService for Game {
             status: LoginRequestStatus::InQueue as i32,
             tracking_metrics_id: session_id.clone(),
         };
-        self.logins.lock().insert(session_id, claims);
+        let exp = claims.exp;
+        self.logins.lock().insert(session_id, exp, claims, now());
         Ok(Response::new(response))
     }
 
@@ -182,7 +183,9 @@ impl LoginService for Game {
         let claims = self.authenticate(&request).await?;
         let session = request.into_inner().session_id;
         let mut logins = self.logins.lock();
-        let cancelled = logins.get(&session).is_some_and(|c| c.sub == claims.sub);
+        let cancelled = logins
+            .get(&session, now())
+            .is_some_and(|c| c.sub == claims.sub);
         if cancelled {
             logins.remove(&session);
         }
@@ -218,7 +221,7 @@ impl PushService for Game {
             };
             if let Some(req) = &first
                 && !req.session_id.is_empty()
-                && !logins.lock().contains_key(&req.session_id)
+                && !logins.lock().contains(&req.session_id, now())
             {
                 let _ = tx
                     .send(Err(Status::failed_precondition(format!(

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ScCtx, citizen_id};
 use crate::security::LoginError;
+use crate::security::expiring::Expiring;
 use crate::security::jwt::{Claims, TokenError, now};
 
 /// A session the login server issued.
@@ -39,8 +40,8 @@ pub struct Session {
 #[derive(Clone)]
 struct App {
     ctx: ScCtx,
-    /// Active sessions by `jti`; a logout removes one.
-    sessions: Arc<Mutex<HashMap<String, Session>>>,
+    /// Active sessions by `jti`, until they expire; a logout removes one.
+    sessions: Arc<Mutex<Expiring<Session>>>,
 }
 
 /// Why `/verify` or `/logout` refused a token.
@@ -64,7 +65,7 @@ pub enum VerifyError {
 /// Star Citizen server accepts a bearer with.
 pub async fn check_token(ctx: &ScCtx, token: &str) -> Result<Claims, VerifyError> {
     let claims = ctx.signer.verify(token, now())?;
-    if ctx.logged_out.lock().contains(&claims.jti) {
+    if ctx.logged_out.lock().contains(&claims.jti, now()) {
         return Err(VerifyError::LoggedOut);
     }
     match ctx.store.user_by_email(&claims.sub).await {
@@ -89,7 +90,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let app = App {
         ctx,
-        sessions: Arc::new(Mutex::new(HashMap::new())),
+        sessions: Arc::new(Mutex::new(Expiring::new())),
     };
     let router = Router::new()
         .route("/", get(form_page))
@@ -273,6 +274,7 @@ async fn login(
     }
     app.sessions.lock().insert(
         jti,
+        exp,
         Session {
             email: user.email.clone(),
             displayname: user.display_name.clone(),
@@ -281,6 +283,7 @@ async fn login(
             expires: exp,
             peer: peer.to_string(),
         },
+        now(),
     );
     tracing::info!(%peer, user = %user.email, account = user.id, "SC login: token issued");
     if is_json {
@@ -420,7 +423,7 @@ async fn verify(
 
 async fn check_session(app: &App, token: &str) -> Result<Claims, VerifyError> {
     let claims = check_token(&app.ctx, token).await?;
-    if !app.sessions.lock().contains_key(&claims.jti) {
+    if !app.sessions.lock().contains(&claims.jti, now()) {
         return Err(VerifyError::LoggedOut);
     }
     Ok(claims)
@@ -437,7 +440,10 @@ async fn logout(
     match check_session(&app, &token).await {
         Ok(claims) => {
             app.sessions.lock().remove(&claims.jti);
-            app.ctx.logged_out.lock().insert(claims.jti.clone());
+            app.ctx
+                .logged_out
+                .lock()
+                .insert(claims.jti.clone(), claims.exp, (), now());
             tracing::info!(user = %claims.sub, "SC logout");
             Json(json!({"logged_out": true, "sub": claims.sub})).into_response()
         }
@@ -448,10 +454,10 @@ async fn logout(
 fn active(app: &App) -> Vec<(String, Session)> {
     let t = now();
     let mut sessions = app.sessions.lock();
-    sessions.retain(|_, s| s.expires > t);
+    sessions.prune(t);
     let mut list: Vec<_> = sessions
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .live(t)
+        .map(|(k, v)| (k.to_owned(), v.clone()))
         .collect();
     list.sort_by_key(|(_, s)| s.issued);
     list

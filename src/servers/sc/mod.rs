@@ -237,9 +237,9 @@ pub struct ScCtx {
     pub login_data_path: PathBuf,
     /// Schemas for the catch-all server's JSON answers.
     pub schemas: Option<prost_reflect::DescriptorPool>,
-    /// Token ids (`jti`) logged out at the login server: every server refuses them from
-    /// then on, not only `/verify`.
-    pub logged_out: Arc<parking_lot::Mutex<std::collections::HashSet<String>>>,
+    /// Token ids (`jti`) logged out at the login server, until their tokens expire: every
+    /// server refuses them from then on, not only `/verify`.
+    pub logged_out: Arc<parking_lot::Mutex<crate::security::expiring::Expiring<()>>>,
 }
 
 /// The citizen id shown for an account: the seed's test pilot (account 1000001) is
