@@ -695,7 +695,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     break "write failed".into();
                 }
             }
-            read = clock.read(&mut stream, &mut buf, &config) => match read {
+            read = clock.read(&mut stream, &mut buf, config.timeouts()) => match read {
                 Ok(0) => break "client closed".into(),
                 Ok(n) => {
                     let flow = session.feed(&buf[..n], &mut out).await;

@@ -334,7 +334,7 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: GpCtx, shutdown: Ca
                     break "write failed".into();
                 }
             }
-            read = clock.read(&mut stream, &mut buf, &config) => match read {
+            read = clock.read(&mut stream, &mut buf, config.timeouts()) => match read {
                 Ok(0) => break "client closed".into(),
                 Ok(n) => {
                     let flow = session.feed(&buf[..n], &mut out).await;

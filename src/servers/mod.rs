@@ -88,17 +88,35 @@ impl ReadClock {
         &self,
         reader: &mut R,
         buf: &mut [u8],
-        config: &Ra3Config,
+        limits: Timeouts,
     ) -> Result<usize, ReadEnd> {
         use tokio::io::AsyncReadExt;
         let (deadline, late) = match self.partial_since {
-            Some(t) => (t + config.read_timeout, ReadEnd::Stalled),
-            None => (self.last_read + config.idle_timeout, ReadEnd::Idle),
+            Some(t) => (t + limits.read, ReadEnd::Stalled),
+            None => (self.last_read + limits.idle, ReadEnd::Idle),
         };
         match tokio::time::timeout_at(deadline, reader.read(buf)).await {
             Ok(Ok(n)) => Ok(n),
             Ok(Err(e)) => Err(ReadEnd::Io(e)),
             Err(_) => Err(late),
+        }
+    }
+}
+
+/// The two limits a [`ReadClock`] applies.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timeouts {
+    /// To finish a message once its first byte has arrived.
+    pub read: Duration,
+    /// Of silence between messages.
+    pub idle: Duration,
+}
+
+impl Ra3Config {
+    pub(crate) fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            read: self.read_timeout,
+            idle: self.idle_timeout,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +17,7 @@ use super::ScSettings;
 use super::pb::diffusion as pb;
 use crate::dissect::protobuf::top_level_string;
 use crate::dissect::sc::{HEADER_LEN, MAGIC};
+use crate::servers::{ReadClock, Timeouts};
 
 /// Largest payload the server accepts from a client.
 pub const MAX_CLIENT_PAYLOAD: usize = 1024 * 1024;
@@ -24,6 +25,9 @@ pub const MAX_CLIENT_PAYLOAD: usize = 1024 * 1024;
 pub const MAX_BAD: u32 = 8;
 /// How long a connection may stay silent (clients heartbeat far more often).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a client may take to finish a frame it started, so one that dribbles a byte
+/// now and then cannot hold a connection open.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Whether the connection goes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +78,11 @@ impl DiffusionSession {
 
     pub fn session_id(&self) -> &str {
         &self.session_id
+    }
+
+    /// Whether a frame is half received.
+    pub fn has_partial(&self) -> bool {
+        !self.buf.is_empty()
     }
 
     /// Takes client bytes; returns the reply bytes and whether to keep the connection.
@@ -237,23 +246,25 @@ async fn connection(
     let mut session = DiffusionSession::new(settings);
     tracing::info!(%peer, session = %session.session_id(), "diffusion client connected");
     let mut buf = vec![0u8; 16 * 1024];
+    let mut clock = ReadClock::new();
+    let limits = Timeouts {
+        read: READ_TIMEOUT,
+        idle: IDLE_TIMEOUT,
+    };
     loop {
         let n = tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = tokio::time::timeout(IDLE_TIMEOUT, socket.read(&mut buf)) => match r {
-                Ok(Ok(0)) => break,
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, "diffusion read error: {e}");
-                    break;
-                }
-                Err(_) => {
-                    tracing::info!(%peer, "diffusion client idle too long");
+            r = clock.read(&mut socket, &mut buf, limits) => match r {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::info!(%peer, "diffusion: {e}; closing");
                     break;
                 }
             },
         };
         let (reply, flow) = session.input(&buf[..n]);
+        clock.after_read(session.has_partial());
         for event in session.events.drain(..) {
             match event {
                 Event::Answered(name) => tracing::info!(%peer, "diffusion {name}"),
@@ -313,6 +324,68 @@ mod tests {
         assert_eq!(
             dests.destinations[0].display_name,
             "Persistent Universe - Stanton System"
+        );
+    }
+
+    /// A client on a real socket (127.0.0.1) that writes each chunk and then waits its
+    /// pause, then stays connected and silent; the runtime's clock is paused, so timeouts
+    /// pass at once. Returns how long the server kept the connection, in tokio time.
+    async fn held_open(steps: Vec<(Vec<u8>, Duration)>) -> Duration {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let server = tokio::spawn(async move {
+            let (socket, peer) = listener.accept().await.expect("accept");
+            let start = tokio::time::Instant::now();
+            let settings = Arc::new(ScSettings::default());
+            connection(socket, peer, settings, CancellationToken::new()).await;
+            start.elapsed()
+        });
+        let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let client = tokio::spawn(async move {
+            for (bytes, pause) in steps {
+                if socket.write_all(&bytes).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+            }
+            std::future::pending::<()>().await;
+        });
+        let held = server.await.expect("server task");
+        client.abort();
+        held
+    }
+
+    fn heartbeat() -> Vec<u8> {
+        frame(
+            &pb::Heartbeat {
+                message_name: "heartbeat".into(),
+                sequence: 1,
+            }
+            .encode_to_vec(),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_dribbling_a_frame_is_closed_at_the_read_timeout() {
+        // One byte every 20 s: each read comes well inside the idle timeout, but the frame
+        // would take minutes.
+        let steps = heartbeat()
+            .into_iter()
+            .map(|b| (vec![b], Duration::from_secs(20)))
+            .collect();
+        let held = held_open(steps).await;
+        assert!(
+            held >= READ_TIMEOUT && held < READ_TIMEOUT + Duration::from_secs(20),
+            "held {held:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_between_frames_is_kept_until_the_idle_timeout() {
+        let held = held_open(vec![(heartbeat(), Duration::ZERO)]).await;
+        assert!(
+            held >= IDLE_TIMEOUT && held < IDLE_TIMEOUT + Duration::from_secs(1),
+            "held {held:?}"
         );
     }
 
