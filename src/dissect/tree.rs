@@ -7,8 +7,9 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-/// The typed value of a field. Text and bytes are boxed slices rather than `String` and
-/// `Vec` (which carry a capacity no node needs), keeping the value at 24 bytes.
+/// The typed value of a field, kept at 24 bytes: bytes are a boxed slice (a `Vec`'s
+/// capacity is of no use to a node), and text is a `CompactString`, which holds strings of
+/// up to 24 bytes (most field values) inline, without an allocation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(untagged)]
 pub enum Value {

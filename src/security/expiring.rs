@@ -39,7 +39,7 @@ impl<V> Expiring<V> {
     }
 
     /// Drops every entry whose expiry has passed.
-    pub fn prune(&mut self, now: i64) {
+    fn prune(&mut self, now: i64) {
         self.map.retain(|_, (expires, _)| *expires > now);
         self.prune_at = (self.map.len() * 2).max(MIN_PRUNE);
     }

@@ -13,6 +13,9 @@ use super::wire::{
 };
 use crate::dissect::{Node, Value};
 
+/// Most children a body's vector is sized for in advance.
+const MAX_RESERVE: usize = 4096;
+
 /// Messages and groups nested deeper than this are shown as bytes (or, for groups, as an
 /// error), so hostile nesting cannot overflow the stack.
 pub const MAX_DEPTH: usize = 64;
@@ -251,37 +254,63 @@ fn scalar_wire(ty: Ty) -> Option<u8> {
     }
 }
 
-/// Upper bound on the fields of a body, to size a children vector once.
-fn count_fields(data: &[u8]) -> usize {
-    const MAX_RESERVE: usize = 4096;
+/// What a scan of one body's fields found (see [`scan_fields`]).
+struct Scan {
+    /// Fields whose tag could be read: the exact count when `complete`, else room for the
+    /// fields before the bad one and the `invalid` node that ends the body.
+    fields: usize,
+    /// Whether the fields parse to the end of the body with wire types 0, 1, 2 and 5 and
+    /// valid numbers (and, when asked, every varint in its shortest form).
+    complete: bool,
+}
+
+/// Walks the fields of one body without descending into nested ones: to size a children
+/// vector once, and (with `CANONICAL`) as the schemaless guess's test of whether bytes are
+/// a message at all.
+#[inline(always)]
+fn scan_fields<const CANONICAL: bool>(data: &[u8]) -> Scan {
+    let read = |pos| {
+        if CANONICAL {
+            read_canonical(data, pos)
+        } else {
+            read_varint(data, pos).ok()
+        }
+    };
     let mut pos = 0;
-    let mut n = 0;
-    while pos < data.len() && n < MAX_RESERVE {
-        let Ok((key, p)) = read_varint(data, pos) else {
-            return n + 1;
-        };
-        n += 1;
-        pos = match (key & 7) as u8 {
-            WIRE_VARINT => match read_varint(data, p) {
-                Ok((_, next)) => next,
-                Err(_) => return n,
-            },
-            WIRE_FIXED64 => p + 8,
-            WIRE_FIXED32 => p + 4,
-            WIRE_LEN => match read_varint(data, p) {
-                Ok((len, next)) => {
-                    match usize::try_from(len).ok().and_then(|l| next.checked_add(l)) {
-                        Some(e) => e,
-                        None => return n,
-                    }
+    let mut fields = 0;
+    while pos < data.len() {
+        fields += 1;
+        let next = read(pos).and_then(|(key, p)| {
+            let number = key >> 3;
+            if number == 0 || number > MAX_FIELD_NUMBER {
+                return None;
+            }
+            match (key & 7) as u8 {
+                WIRE_VARINT => read(p).map(|(_, next)| next),
+                WIRE_FIXED64 => p.checked_add(8),
+                WIRE_FIXED32 => p.checked_add(4),
+                WIRE_LEN => {
+                    let (len, next) = read(p)?;
+                    next.checked_add(usize::try_from(len).ok()?)
                 }
-                Err(_) => return n,
-            },
-            // Groups and errors: stop counting; the vector grows if needed.
-            _ => return n,
-        };
+                // Groups: not counted past; the vector grows if needed.
+                _ => None,
+            }
+        });
+        match next.filter(|&e| e <= data.len()) {
+            Some(e) => pos = e,
+            None => {
+                return Scan {
+                    fields,
+                    complete: false,
+                };
+            }
+        }
     }
-    n
+    Scan {
+        fields,
+        complete: true,
+    }
 }
 
 /// Decoding state shared by every level: the schema plan, if any.
@@ -311,7 +340,10 @@ impl<'p> Ctx<'p> {
         let mut nodes = Vec::with_capacity(match (counted, group) {
             (Some(n), _) => n,
             (None, Some(_)) => 0,
-            (None, None) => count_fields(buf.get(pos..).unwrap_or_default()),
+            // Bounded: hostile bytes could claim more than any real body has.
+            (None, None) => scan_fields::<false>(buf.get(pos..).unwrap_or_default())
+                .fields
+                .min(MAX_RESERVE),
         });
         while pos < end {
             let tag_start = pos;
@@ -619,7 +651,9 @@ impl<'p> Ctx<'p> {
         let tag = Some(number);
         let text = as_text(data);
         let counted = if depth < MAX_DEPTH && !data.is_empty() && text.is_none() {
-            count_message_fields(data)
+            Some(scan_fields::<true>(data))
+                .filter(|s| s.complete)
+                .map(|s| s.fields)
         } else {
             None
         };
@@ -705,37 +739,6 @@ fn as_text(data: &[u8]) -> Option<&str> {
 fn read_canonical(data: &[u8], pos: usize) -> Option<(u64, usize)> {
     let (v, next) = read_varint(data, pos).ok()?;
     (next - pos == 1 || data.get(next - 1) != Some(&0)).then_some((v, next))
-}
-
-/// The number of fields in `data` if it parses completely as one message body of fields
-/// with wire types 0, 1, 2 and 5 in canonical form (the plausibility test of the
-/// schemaless guess; the count sizes the children). Only this level is checked; nested
-/// bodies are guessed again when they are decoded.
-fn count_message_fields(data: &[u8]) -> Option<usize> {
-    let mut pos = 0;
-    let mut n = 0;
-    while pos < data.len() {
-        let (key, p) = read_canonical(data, pos)?;
-        let number = key >> 3;
-        if number == 0 || number > MAX_FIELD_NUMBER {
-            return None;
-        }
-        pos = match (key & 7) as u8 {
-            WIRE_VARINT => read_canonical(data, p)?.1,
-            WIRE_FIXED64 => p + 8,
-            WIRE_FIXED32 => p + 4,
-            WIRE_LEN => {
-                let (len, next) = read_canonical(data, p)?;
-                next.checked_add(usize::try_from(len).ok()?)?
-            }
-            _ => return None,
-        };
-        if pos > data.len() {
-            return None;
-        }
-        n += 1;
-    }
-    Some(n)
 }
 
 /// Packed varints, if `data` is exactly a sequence of canonical varints.

@@ -452,11 +452,9 @@ async fn logout(
 }
 
 fn active(app: &App) -> Vec<(String, Session)> {
-    let t = now();
-    let mut sessions = app.sessions.lock();
-    sessions.prune(t);
+    let sessions = app.sessions.lock();
     let mut list: Vec<_> = sessions
-        .live(t)
+        .live(now())
         .map(|(k, v)| (k.to_owned(), v.clone()))
         .collect();
     list.sort_by_key(|(_, s)| s.issued);
