@@ -179,20 +179,15 @@ fn start_engine_for_gui() -> Option<crate::engine::Engine> {
         .and_then(|(config, _)| {
             let _ = crate::engine::logs::init(&config.log_level, &config.data_dir.join("logs"));
             eprintln!("gamewire: configuration {}", path.display());
-            Ok(crate::engine::Engine::start(
+            // Start-up (the CA, keys, the accounts database) goes on behind the window,
+            // which shows its progress and any route that fails.
+            Ok(crate::engine::Engine::launch(
                 config,
                 crate::engine::StartOptions::default(),
             )?)
         });
     match started {
-        Ok(engine) => {
-            for r in engine.routes() {
-                if let crate::engine::RouteState::Failed(e) = &r.state {
-                    eprintln!("gamewire: warning: {e}");
-                }
-            }
-            Some(engine)
-        }
+        Ok(engine) => Some(engine),
         Err(e) => {
             // The viewer is still useful for capture files.
             eprintln!(

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use crate::dissect::registry::Registry;
 use crate::engine::config::{Config, DEFAULT_CONFIG_FILE};
 use crate::engine::live::LiveDecoder;
-use crate::engine::{Engine, RouteState, StartOptions, logs};
+use crate::engine::{Engine, Event, RouteState, StartOptions, logs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -86,22 +86,22 @@ pub fn run_engine(
     println!("running; Ctrl-C stops and flushes the capture");
 
     let store = engine.store().clone();
-    let mut events = engine.subscribe_capture();
+    let mut events = engine.subscribe();
     let handle = engine.handle();
     let context = (*engine.dissect_context()).clone();
     handle.spawn(async move {
         let mut live = LiveDecoder::new(Registry::standard(), context);
-        loop {
-            match events.recv().await {
-                Ok(event) => {
+        while let Some(event) = events.next().await {
+            match event {
+                Event::Capture(event) => {
                     for line in live.on_event(&store, &event) {
                         tracing::info!(route = %line.route, "{line}");
                     }
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                Event::Lagged(n) => {
                     tracing::warn!("live log skipped {n} events (the capture has them all)");
                 }
-                Err(_) => break,
+                _ => {}
             }
         }
     });

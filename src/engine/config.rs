@@ -34,6 +34,7 @@ pub struct Config {
     pub dns: DnsConfig,
     pub proxy: ProxyConfig,
     pub breakpoints: BreakpointConfig,
+    pub decode: DecodeConfig,
     pub servers: ServersConfig,
     /// Taps; when the file lists none, the default taps in front of the emulated servers.
     #[serde(rename = "tap")]
@@ -49,6 +50,7 @@ impl Default for Config {
             dns: DnsConfig::default(),
             proxy: ProxyConfig::default(),
             breakpoints: BreakpointConfig::default(),
+            decode: DecodeConfig::default(),
             servers: ServersConfig::default(),
             taps: default_taps(),
         }
@@ -83,6 +85,19 @@ impl Default for ProxyConfig {
             insecure_upstream: false,
         }
     }
+}
+
+/// What every decoder (the live log, the window, `inspect`) decodes with, besides the
+/// built-in schemas and gamewire's own JWT issuer key.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecodeConfig {
+    /// More directories of `.proto` schemas (`./proto` is always loaded when present).
+    pub proto_dirs: Vec<PathBuf>,
+    /// The Hytale proxy's referral HMAC secret, so referrals show as verified; empty: none.
+    pub hytale_referral_secret: String,
+    /// JWKS files (`{"keys": [...]}`) whose keys verify the JWTs found in traffic.
+    pub jwks_files: Vec<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -308,6 +323,19 @@ impl Config {
                 config.write(path)?;
                 Ok((config, true))
             }
+            Err(e) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// The configuration in `path`, or the defaults when there is no such file (which is
+    /// not made): for the tools that read captures and run no engine.
+    pub fn load_if_present(path: &Path) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
             Err(e) => Err(ConfigError::Read {
                 path: path.to_path_buf(),
                 reason: e.to_string(),

@@ -11,6 +11,40 @@ use crate::dissect::jwt::{JwtKey, JwtKeys};
 use crate::dissect::protobuf::{load_schemas, schema_dirs};
 use crate::security::jwt::Signer;
 
+use super::config::Config;
+
+/// The context of a configuration: its schema directories, JWKS files and Hytale referral
+/// secret, plus `signer` (the engine's issuer key) or, without one, the issuer key found in
+/// its `certs_dir`. What cannot be loaded is logged and left out.
+pub fn decode_context_for(config: &Config, signer: Option<&Signer>) -> Context {
+    let found;
+    let signer = match signer {
+        Some(s) => Some(s),
+        None => {
+            found = match Signer::load_existing(&config.certs_dir) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("JWT issuer key: {e}; tokens are shown unverified");
+                    None
+                }
+            };
+            found.as_ref()
+        }
+    };
+    let mut context = decode_context_with(&config.decode.proto_dirs, signer);
+    for path in &config.decode.jwks_files {
+        match std::fs::read_to_string(path) {
+            Ok(text) => context.jwt_keys.keys.push(JwtKey::Jwks(text)),
+            Err(e) => tracing::warn!("JWKS file {}: {e}; left out", path.display()),
+        }
+    }
+    let secret = &config.decode.hytale_referral_secret;
+    if !secret.is_empty() {
+        context.hytale_referral_secret = Some(secret.as_bytes().to_vec());
+    }
+    context
+}
+
 /// Builds the context. `certs_dir`: where the issuer's key lives; it is read, never made.
 /// What cannot be loaded is logged and left out: decoding goes on without it.
 pub fn decode_context(extra_proto: &[PathBuf], certs_dir: Option<&Path>) -> Context {

@@ -55,6 +55,9 @@ impl LogEntry {
 
 pub struct LogRing {
     inner: Mutex<Inner>,
+    /// The sequence number the next event will get, for readers that wait for new lines
+    /// instead of looking for them.
+    next: tokio::sync::watch::Sender<u64>,
 }
 
 struct Inner {
@@ -71,6 +74,7 @@ impl LogRing {
                 next_seq: 0,
                 capacity: capacity.max(1),
             }),
+            next: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -93,6 +97,14 @@ impl LogRing {
             inner.entries.pop_front();
         }
         inner.entries.push_back(entry);
+        let next = inner.next_seq;
+        drop(inner);
+        self.next.send_replace(next);
+    }
+
+    /// Changes whenever an event is pushed; its value is [`LogRing::next_seq`].
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.next.subscribe()
     }
 
     /// Events with `seq >= from` still in the ring, oldest first.

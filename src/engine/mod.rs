@@ -1,9 +1,13 @@
 //! Owns the tokio runtime; starts the proxy, taps and emulated servers from configuration,
 //! merges their events into the capture and takes commands from the CLI and the GUI.
 //!
-//! The GUI and the CLI use only [`Engine`]'s methods and its event streams; they never touch
-//! sockets or the database themselves.
+//! Front ends drive the engine through [`Engine::send`] ([`Command`]s) and read what happens
+//! from [`Engine::subscribe`] ([`Event`]s); see [`api`]. [`Engine::launch`] returns at once
+//! and does the slow start-up work (certificate authority, issuer key, schemas, the accounts
+//! database behind the first server) on the runtime, telling its progress as events.
 
+pub mod api;
+mod commands;
 pub mod config;
 pub mod decoding;
 mod demo;
@@ -11,17 +15,19 @@ pub mod live;
 pub mod log_ring;
 pub mod logs;
 mod routes;
+mod startup;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use tokio::sync::broadcast;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::capture::{CaptureStore, ConnectionId, Direction, files};
+use crate::capture::{CaptureStore, ConnectionId, Direction};
 use crate::dissect::Node;
 use crate::dissect::registry::Registry;
 use crate::proxy::ca::Ca;
@@ -32,8 +38,9 @@ use crate::security::Store;
 
 /// The breakpoint types of the engine's API, so its users need not reach into the proxy.
 pub use crate::proxy::intercept::{Decision, Held, HoldId, InterceptEvent, Rule};
+pub use api::{Command, CommandId, EngineState, Event, Reply, Startup};
 pub use config::Config;
-pub use demo::{DemoProgress, DemoRun, DemoStep};
+pub use demo::{DemoProgress, DemoStep};
 pub use routes::{RouteKind, RouteState, RouteStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +63,8 @@ pub enum EngineError {
     Encode(String),
     #[error("capture: {0}")]
     Capture(String),
+    #[error("the engine has stopped")]
+    Stopped,
 }
 
 /// How the engine was asked to start.
@@ -65,19 +74,22 @@ pub struct StartOptions {
     pub capture: Option<PathBuf>,
 }
 
+/// Events a subscriber may fall behind by before it is told to take a new state.
+const EVENT_BACKLOG: usize = 65_536;
+
 pub(crate) struct Shared {
     pub config: Config,
-    /// Loaded (or made) at start; routes that need it fail with this error when it could
-    /// not be.
-    pub ca: Result<Arc<Ca>, String>,
+    /// Loaded (or made) during start-up; routes that need it fail with this error when it
+    /// could not be, and wait for start-up when they are started before it.
+    pub ca: std::sync::OnceLock<Result<Arc<Ca>, String>>,
     pub recorder: Recorder,
     pub interceptor: Arc<Interceptor>,
     pub resolver: Option<UpstreamResolver>,
     pub registry: Registry,
     pub routes: Mutex<Vec<routes::Route>>,
     pub shutdown: CancellationToken,
-    /// What taps, the live log and the workbench decode with.
-    pub decode: Arc<crate::dissect::Context>,
+    /// What taps, the live log and the workbench decode with; built during start-up.
+    pub decode: RwLock<Arc<crate::dissect::Context>>,
     /// The SC login server's signing key: loaded (or made) once, at start when an SC server
     /// that signs or checks tokens is enabled, else when one is first started.
     pub sc_signer: std::sync::OnceLock<Result<Arc<crate::security::jwt::Signer>, String>>,
@@ -85,6 +97,11 @@ pub(crate) struct Shared {
     pub sc_logged_out: Arc<parking_lot::Mutex<crate::security::expiring::Expiring<()>>>,
     /// The accounts database, opened when the first server starts.
     pub accounts: tokio::sync::OnceCell<Result<Store, String>>,
+    /// Every front end's event stream.
+    pub events: broadcast::Sender<Event>,
+    /// The start-up step under way; `None` once start-up is over.
+    pub starting: Mutex<Option<Startup>>,
+    pub ready: watch::Sender<bool>,
 }
 
 fn load_signer(config: &Config) -> Result<Arc<crate::security::jwt::Signer>, String> {
@@ -101,6 +118,22 @@ impl Shared {
         self.sc_signer
             .get_or_init(|| load_signer(&self.config))
             .clone()
+    }
+
+    /// The certificate authority; loaded (or made) here if start-up has not done it yet.
+    pub fn ca(&self) -> Result<Arc<Ca>, String> {
+        self.ca
+            .get_or_init(|| startup::load_ca(&self.config))
+            .clone()
+    }
+
+    pub fn decode_context(&self) -> Arc<crate::dissect::Context> {
+        self.decode.read().clone()
+    }
+
+    /// Tells every front end; nobody listening is fine.
+    pub fn publish(&self, event: Event) {
+        let _ = self.events.send(event);
     }
 
     /// Opens the accounts database on first use (creating it and the test account).
@@ -125,17 +158,65 @@ impl Shared {
             .await
             .clone()
     }
+
+    fn state(&self) -> EngineState {
+        EngineState {
+            ready: *self.ready.borrow(),
+            starting: self.starting.lock().clone(),
+            routes: self.routes.lock().iter().map(|r| r.status()).collect(),
+            breakpoints: self.interceptor.rules(),
+            held: self.interceptor.held(),
+            live: self.interceptor.live_connections(),
+            store: self.recorder.store().clone(),
+            context: self.decode_context(),
+        }
+    }
+}
+
+/// A command on its way to the engine, with where to send its answer when someone waits.
+pub(crate) struct Envelope {
+    pub id: CommandId,
+    pub command: Command,
+    pub reply: Option<oneshot::Sender<Result<Reply, EngineError>>>,
+}
+
+/// A front end's view of the engine's events.
+pub struct Events {
+    rx: broadcast::Receiver<Event>,
+}
+
+impl Events {
+    /// The next event if one is waiting; never blocks (for a UI thread).
+    pub fn try_next(&mut self) -> Option<Event> {
+        match self.rx.try_recv() {
+            Ok(event) => Some(event),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Event::Lagged(n)),
+            Err(_) => None,
+        }
+    }
+
+    /// The next event; `None` once the engine has stopped.
+    pub async fn next(&mut self) -> Option<Event> {
+        match self.rx.recv().await {
+            Ok(event) => Some(event),
+            Err(broadcast::error::RecvError::Lagged(n)) => Some(Event::Lagged(n)),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
 }
 
 pub struct Engine {
     runtime: Option<tokio::runtime::Runtime>,
     shared: Arc<Shared>,
+    commands: mpsc::UnboundedSender<Envelope>,
+    next_id: AtomicU64,
 }
 
 impl Engine {
-    /// Starts every enabled route. A route that cannot start (a port in use) is reported in
-    /// [`Engine::routes`] and the log; the others run.
-    pub fn start(config: Config, options: StartOptions) -> Result<Engine, EngineError> {
+    /// Makes the runtime and the capture and returns at once; start-up (certificate
+    /// authority, keys, schemas, every enabled route) goes on on the runtime and is told as
+    /// [`Event::Starting`] and then [`Event::Ready`]. Commands sent meanwhile wait for it.
+    pub fn launch(config: Config, options: StartOptions) -> Result<Engine, EngineError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("gamewire-engine")
@@ -154,15 +235,6 @@ impl Engine {
                 .journal_to(path, Duration::from_millis(250))
                 .map_err(|e| EngineError::Capture(format!("{}: {e}", path.display())))?;
         }
-        // The issuer key first (made at first start, like the CA), so decoders can check the
-        // tokens the login server will sign with it.
-        let sc_signer = std::sync::OnceLock::new();
-        let servers = &config.servers;
-        if servers.sc_login.enabled || servers.sc_game.enabled {
-            let _ = sc_signer.set(load_signer(&config));
-        }
-        let signer = sc_signer.get().and_then(|s: &Result<_, _>| s.as_ref().ok());
-        let decode = Arc::new(decoding::decode_context_with(&[], signer.map(|s| &**s)));
         let interceptor = Arc::new(Interceptor::new());
         interceptor.set_rules(config.breakpoints.rules.clone());
         interceptor.set_hold_timeout(Duration::from_secs(config.breakpoints.hold_timeout_secs));
@@ -176,14 +248,9 @@ impl Engine {
                 }
             }
         };
-        let ca = Ca::load_or_create(&config.certs_dir)
-            .map(Arc::new)
-            .map_err(|e| format!("{}: {e}", config.certs_dir.display()));
-        if let Err(e) = &ca {
-            tracing::error!("certificate authority: {e}");
-        }
+        let (events, _) = broadcast::channel(EVENT_BACKLOG);
         let shared = Arc::new(Shared {
-            ca,
+            ca: std::sync::OnceLock::new(),
             routes: Mutex::new(routes::from_config(&config)),
             config,
             recorder: Recorder::new(store),
@@ -191,30 +258,34 @@ impl Engine {
             resolver,
             registry: Registry::standard(),
             shutdown: CancellationToken::new(),
-            decode,
-            sc_signer,
+            decode: RwLock::new(Arc::new(crate::dissect::Context::default())),
+            sc_signer: std::sync::OnceLock::new(),
             sc_logged_out: Arc::default(),
             accounts: tokio::sync::OnceCell::new(),
+            events,
+            starting: Mutex::new(None),
+            ready: watch::Sender::new(false),
         });
-        let engine = Engine {
+        let (commands, queue) = mpsc::unbounded_channel();
+        runtime.spawn(startup::run(shared.clone(), queue));
+        Ok(Engine {
             runtime: Some(runtime),
             shared,
-        };
-        let names: Vec<String> = engine.routes().into_iter().map(|r| r.name).collect();
-        for name in names {
-            if !engine
-                .shared
-                .routes
-                .lock()
-                .iter()
-                .any(|r| r.name == name && r.enabled)
-            {
-                continue;
-            }
-            if let Err(e) = engine.start_route(&name) {
-                tracing::error!(route = %name, "{e}");
-            }
-        }
+            commands,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// [`Engine::launch`], then waits until start-up is over: for the command line and
+    /// tests. A route that cannot start (a port in use) is reported in [`Engine::routes`]
+    /// and the log; the others run.
+    pub fn start(config: Config, options: StartOptions) -> Result<Engine, EngineError> {
+        let engine = Engine::launch(config, options)?;
+        let mut ready = engine.shared.ready.subscribe();
+        engine
+            .runtime()
+            .block_on(ready.wait_for(|r| *r))
+            .map_err(|_| EngineError::Stopped)?;
         Ok(engine)
     }
 
@@ -230,9 +301,78 @@ impl Engine {
         self.runtime().handle().clone()
     }
 
-    /// The certificate authority, when it could be loaded.
-    pub fn ca(&self) -> Option<&Arc<Ca>> {
-        self.shared.ca.as_ref().ok()
+    /// Asks the engine to do something; the answer comes as [`Event::Done`] with this id.
+    /// Never blocks.
+    pub fn send(&self, command: Command) -> CommandId {
+        self.submit(command, None)
+    }
+
+    fn submit(
+        &self,
+        command: Command,
+        reply: Option<oneshot::Sender<Result<Reply, EngineError>>>,
+    ) -> CommandId {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Err(mpsc::error::SendError(envelope)) =
+            self.commands.send(Envelope { id, command, reply })
+        {
+            let answer = Err(EngineError::Stopped);
+            if let Some(reply) = envelope.reply {
+                let _ = reply.send(answer);
+            }
+        }
+        id
+    }
+
+    /// Sends a command and waits for its answer. Blocks: for the command line and tests,
+    /// never a UI thread.
+    pub fn call(&self, command: Command) -> Result<Reply, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(command, Some(tx));
+        self.runtime()
+            .block_on(rx)
+            .unwrap_or(Err(EngineError::Stopped))
+    }
+
+    /// Every event from now on. Take [`Engine::state`] after subscribing to know where the
+    /// events start from.
+    pub fn subscribe(&self) -> Events {
+        Events {
+            rx: self.shared.events.subscribe(),
+        }
+    }
+
+    /// The engine's state now: routes, breakpoints, held messages, live connections, the
+    /// capture and the decode context. Reads memory only.
+    pub fn state(&self) -> EngineState {
+        self.shared.state()
+    }
+
+    /// Calls `wake` soon after events arrive (at most about once per `coalesce`), never when
+    /// nothing happens: how a window learns that it has something new to draw.
+    pub fn wake_on_events(&self, coalesce: Duration, wake: impl Fn() + Send + Sync + 'static) {
+        let mut events = self.subscribe();
+        let shutdown = self.shared.shutdown.clone();
+        self.runtime().spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    event = events.next() => {
+                        if event.is_none() {
+                            return;
+                        }
+                    }
+                }
+                wake();
+                tokio::time::sleep(coalesce).await;
+                while events.try_next().is_some() {}
+            }
+        });
+    }
+
+    /// The certificate authority, when it could be loaded (loads it if start-up has not).
+    pub fn ca(&self) -> Option<Arc<Ca>> {
+        self.shared.ca().ok()
     }
 
     pub fn config(&self) -> &Config {
@@ -241,19 +381,16 @@ impl Engine {
 
     /// The schemas and keys to decode this engine's traffic with (see [`decoding`]).
     pub fn dissect_context(&self) -> Arc<crate::dissect::Context> {
-        self.shared.decode.clone()
+        self.shared.decode_context()
     }
 
     pub fn store(&self) -> &Arc<CaptureStore> {
         self.shared.recorder.store()
     }
 
+    /// The capture's own events (every packet), for the live log.
     pub fn subscribe_capture(&self) -> broadcast::Receiver<CaptureEvent> {
         self.shared.recorder.subscribe()
-    }
-
-    pub fn subscribe_intercept(&self) -> broadcast::Receiver<InterceptEvent> {
-        self.shared.interceptor.subscribe()
     }
 
     pub fn routes(&self) -> Vec<RouteStatus> {
@@ -265,56 +402,41 @@ impl Engine {
             .collect()
     }
 
-    /// Binds the route's port and starts it; returns the address it listens on.
+    /// Binds the route's port and starts it; returns the address it listens on. Blocks.
     pub fn start_route(&self, name: &str) -> Result<SocketAddr, EngineError> {
-        self.runtime().block_on(routes::start(&self.shared, name))
+        listening(self.call(Command::StartRoute(name.into()))?)
     }
 
     pub fn stop_route(&self, name: &str) -> Result<(), EngineError> {
-        routes::stop(&self.shared, name)
+        self.call(Command::StopRoute(name.into())).map(drop)
     }
 
-    /// Stops the route and starts it again. The old listener closes on its own task, so
-    /// binding the same port is retried for a moment before a failure is reported.
+    /// Stops the route and starts it again. Blocks.
     pub fn restart_route(&self, name: &str) -> Result<SocketAddr, EngineError> {
-        self.stop_route(name)?;
-        let mut tries = 0;
-        loop {
-            match self.start_route(name) {
-                Err(EngineError::Bind { .. }) if tries < 40 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(25));
-                }
-                other => return other,
-            }
-        }
+        listening(self.call(Command::RestartRoute(name.into()))?)
     }
 
     /// Repeater: a new connection to the route's upstream (a tap's upstream, a server's own
     /// listener), `bytes` sent on it, and what came back until the peer was quiet for
-    /// `settle` or closed. Blocks; see [`Engine::repeat_task`] to run it beside a UI.
+    /// `settle` or closed. Blocks.
     pub fn repeat(
         &self,
         route: &str,
         bytes: Vec<u8>,
         settle: Duration,
     ) -> Result<Vec<u8>, EngineError> {
-        self.runtime()
-            .block_on(self.repeat_task(route, bytes, settle))
-    }
-
-    /// [`Engine::repeat`] as a future that owns what it needs, for `handle().spawn(..)`.
-    pub fn repeat_task(
-        &self,
-        route: &str,
-        bytes: Vec<u8>,
-        settle: Duration,
-    ) -> impl std::future::Future<Output = Result<Vec<u8>, EngineError>> + Send + 'static {
-        routes::repeat(self.shared.clone(), route.to_string(), bytes, settle)
+        match self.call(Command::Repeat {
+            route: route.into(),
+            bytes,
+            settle,
+        })? {
+            Reply::Bytes(b) => Ok(b),
+            other => Err(unexpected(&other)),
+        }
     }
 
     pub fn set_breakpoints(&self, rules: Vec<Rule>) {
-        self.shared.interceptor.set_rules(rules);
+        let _ = self.call(Command::SetBreakpoints(rules));
     }
 
     pub fn breakpoints(&self) -> Vec<Rule> {
@@ -322,7 +444,7 @@ impl Engine {
     }
 
     pub fn set_hold_timeout(&self, timeout: Duration) {
-        self.shared.interceptor.set_hold_timeout(timeout);
+        let _ = self.call(Command::SetHoldTimeout(timeout));
     }
 
     pub fn held(&self) -> Vec<Held> {
@@ -330,74 +452,56 @@ impl Engine {
     }
 
     pub fn decide(&self, id: HoldId, decision: Decision) -> Result<(), EngineError> {
-        Ok(self.shared.interceptor.decide(id, decision)?)
+        self.call(Command::Decide { id, decision }).map(drop)
     }
 
     /// Forwards a held message edited as a tree: re-encoded by the route's dissector, with
-    /// lengths fixed up.
+    /// lengths fixed up. Blocks.
     pub fn forward_edited_tree(&self, id: HoldId, tree: &Node) -> Result<(), EngineError> {
-        let held = self
-            .held()
-            .into_iter()
-            .find(|h| h.id == id)
-            .ok_or(crate::proxy::intercept::InterceptError::UnknownHold(id))?;
-        let bytes = self.encode_for_route(&held.route, tree)?;
-        self.decide(id, Decision::ForwardEdited(bytes))
+        self.call(Command::ForwardEditedTree {
+            id,
+            tree: Box::new(tree.clone()),
+        })
+        .map(drop)
     }
 
     /// Encodes a message tree with the dissector of `route`.
     pub fn encode_for_route(&self, route: &str, tree: &Node) -> Result<Vec<u8>, EngineError> {
-        let dissector = self
-            .shared
-            .routes
-            .lock()
-            .iter()
-            .find(|r| r.name == route)
-            .and_then(|r| r.dissector.clone())
-            .and_then(|d| self.shared.registry.get(&d))
-            .ok_or_else(|| EngineError::Encode(format!("route {route} has no dissector")))?;
-        dissector
-            .encode(tree)
-            .map_err(|e| EngineError::Encode(e.to_string()))
+        commands::encode_for_route(&self.shared, route, tree)
     }
 
     /// Sends bytes into a live connection, towards the server (`ClientToServer`) or the
-    /// client. Recorded as injected.
+    /// client. Recorded as injected. Blocks until they were written.
     pub fn inject(
         &self,
         connection: ConnectionId,
         direction: Direction,
         bytes: Vec<u8>,
     ) -> Result<(), EngineError> {
-        let interceptor = self.shared.interceptor.clone();
-        Ok(self
-            .runtime()
-            .block_on(interceptor.inject(connection, direction, bytes))?)
+        self.call(Command::Inject {
+            connection,
+            direction,
+            bytes,
+        })
+        .map(drop)
     }
 
     /// Sends a recorded packet again, in its direction, on its connection (which must still
-    /// be live). Recorded as injected.
+    /// be live). Recorded as injected. Blocks.
     pub fn resend(&self, packet: crate::capture::PacketId) -> Result<(), EngineError> {
-        let (connection, direction, bytes) = {
-            let data = self.store().read();
-            let p = data
-                .packet(packet)
-                .ok_or_else(|| EngineError::Capture(format!("no packet {}", packet.0)))?;
-            (p.connection, p.direction, p.data.to_vec())
-        };
-        self.inject(connection, direction, bytes)
+        self.call(Command::Resend(packet)).map(drop)
     }
 
     pub fn live_connections(&self) -> Vec<ConnectionId> {
         self.shared.interceptor.live_connections()
     }
 
-    /// Writes the capture so far to a file (format from the extension).
-    pub fn save(&self, path: &Path) -> Result<(), EngineError> {
-        let data = self.store().read();
-        files::save(&data, path)
-            .map(|_| ())
-            .map_err(|e| EngineError::Capture(format!("{}: {e}", path.display())))
+    /// Writes the capture so far to a file (format from the extension). Blocks.
+    pub fn save(&self, path: &std::path::Path) -> Result<(), EngineError> {
+        self.call(Command::Save {
+            path: path.to_path_buf(),
+        })
+        .map(drop)
     }
 
     /// Stops every route, flushes the capture journal and ends the runtime.
@@ -414,4 +518,15 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+fn listening(reply: Reply) -> Result<SocketAddr, EngineError> {
+    match reply {
+        Reply::Listening(addr) => Ok(addr),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn unexpected(reply: &Reply) -> EngineError {
+    EngineError::Capture(format!("unexpected answer from the engine: {reply:?}"))
 }

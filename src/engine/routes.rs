@@ -313,8 +313,7 @@ async fn launch(
                 extra_ca: proxy_config.upstream_ca.clone(),
                 insecure_upstream: proxy_config.insecure_upstream,
                 extra_roots: shared
-                    .ca
-                    .as_ref()
+                    .ca()
                     .map(|ca| vec![ca.cert_der().clone()])
                     .unwrap_or_default(),
                 ..Default::default()
@@ -410,7 +409,7 @@ async fn sc_ctx(
         login_data_path: shared.config.data_dir.join(&settings.login_data),
         settings: Arc::new(settings),
         signer,
-        schemas: shared.decode.schemas.clone(),
+        schemas: shared.decode_context().schemas.clone(),
         logged_out: shared.sc_logged_out.clone(),
     })
 }
@@ -437,8 +436,8 @@ async fn run_sc(
 }
 
 fn ca_of(shared: &Shared, route: &str) -> Result<Arc<crate::proxy::ca::Ca>, EngineError> {
-    match &shared.ca {
-        Ok(ca) => Ok(ca.clone()),
+    match shared.ca() {
+        Ok(ca) => Ok(ca),
         Err(e) => Err(EngineError::Route {
             route: route.to_string(),
             reason: format!("needs the certificate authority, which could not be loaded: {e}"),
@@ -456,8 +455,7 @@ fn upstream_trust(shared: &Shared, t: &TapConfig) -> UpstreamTrust {
         extra_ca: t.upstream_ca.clone(),
         insecure: t.upstream_insecure,
         extra_roots: shared
-            .ca
-            .as_ref()
+            .ca()
             .map(|ca| vec![ca.cert_der().clone()])
             .unwrap_or_default(),
     }
@@ -525,7 +523,7 @@ fn tap_settings(shared: &Shared, t: &TapConfig) -> Result<TapSettings, EngineErr
             insecure: t.upstream_insecure,
         },
         dissector,
-        dissect_context: (*shared.decode).clone(),
+        dissect_context: (*shared.decode_context()).clone(),
         connect_timeout: Duration::from_secs(t.connect_timeout_secs.max(1)),
         handshake_timeout: Duration::from_secs(15),
         idle_timeout: Duration::from_secs(t.idle_timeout_secs.max(1)),

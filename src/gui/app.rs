@@ -7,6 +7,7 @@ use eframe::egui::{self, Align2, Color32, FontId, Id, Key, LayerId, Order, Ui, V
 
 use crate::capture::{CaptureStore, StoreData};
 
+use super::engine_view::EngineView;
 use super::filter_bar::{self, FilterBar};
 use super::loader::{Loader, Outcome};
 use super::shell::Shell;
@@ -32,8 +33,11 @@ pub struct Viewer {
     ctx: Option<egui::Context>,
     samples: Vec<PathBuf>,
     title: String,
-    /// The engine whose store is shown live; dropped (and so stopped) with the window.
-    engine: Option<crate::engine::Engine>,
+    /// The engine whose store is shown live, seen through its events; dropped (and so
+    /// stopped) with the window.
+    engine: Option<EngineView>,
+    /// Where the engine's wake-ups find the window (known from the first frame on).
+    wake: Arc<std::sync::OnceLock<egui::Context>>,
     bench: Workbench,
     filter_bar: FilterBar,
     /// Menu bar, bottom panes, saves, settings and shortcuts.
@@ -51,6 +55,7 @@ impl Viewer {
             samples: empty::find_samples(Path::new(empty::SAMPLES_DIR)),
             title: super::WINDOW_TITLE.to_owned(),
             engine: None,
+            wake: Arc::default(),
             bench: Workbench::default(),
             filter_bar: FilterBar::default(),
             shell: Shell::default(),
@@ -95,10 +100,16 @@ impl Viewer {
 
     /// Shows the engine's capture live, and keeps the engine running while the window is.
     pub fn with_engine(mut self, engine: crate::engine::Engine) -> Self {
-        let store = engine.store().clone();
-        self.bench.set_context(engine.dissect_context());
+        let wake = self.wake.clone();
+        let view = EngineView::new(engine, move || {
+            if let Some(ctx) = wake.get() {
+                ctx.request_repaint();
+            }
+        });
+        let store = view.store().clone();
+        self.bench.set_context(view.state().context.clone());
         self.attach_store(store, "engine");
-        self.engine = Some(engine);
+        self.engine = Some(view);
         // Live traffic is watched as it arrives; a file is read from its start.
         self.bench.set_follow(true);
         self
@@ -140,7 +151,8 @@ impl Viewer {
         &mut self.bench
     }
 
-    pub fn engine(&self) -> Option<&crate::engine::Engine> {
+    /// The window's view of the engine, when one runs.
+    pub fn engine(&self) -> Option<&EngineView> {
         self.engine.as_ref()
     }
 
@@ -160,7 +172,9 @@ impl Viewer {
         if self.ctx.is_none() {
             install_fonts(&ctx);
             self.ctx = Some(ctx.clone());
+            let _ = self.wake.set(ctx.clone());
         }
+        self.engine_events();
         self.take_dropped_file(&ctx);
         self.start_pending();
         self.collect_loaded();
@@ -183,7 +197,7 @@ impl Viewer {
             let live = self
                 .engine
                 .as_ref()
-                .is_some_and(|e| e.live_connections().contains(&editor.source().connection()));
+                .is_some_and(|e| e.is_live(editor.source().connection()));
             editor::show(&ctx, editor, live, &mut actions);
         }
         self.keyboard(&ctx, &mut actions);
@@ -214,6 +228,7 @@ impl Viewer {
         let rules = engine.breakpoints();
         let held = engine.held();
         let names: Vec<String> = routes.iter().map(|r| r.name.clone()).collect();
+        let starting = engine.starting();
         let bench = &mut self.bench;
         egui::Panel::right("engine")
             .frame(side_frame(ui))
@@ -227,6 +242,10 @@ impl Viewer {
                 egui::ScrollArea::vertical()
                     .id_salt("engine_panel")
                     .show(ui, |ui| {
+                        if let Some(s) = starting {
+                            starting_line(ui, s);
+                            ui.separator();
+                        }
                         if let Some(notice) = bench.notice() {
                             let color = if notice.error {
                                 ui.visuals().error_fg_color
@@ -236,9 +255,9 @@ impl Viewer {
                             ui.label(egui::RichText::new(&notice.text).color(color));
                             ui.separator();
                         }
-                        servers::show(ui, &routes, data, &live, actions);
+                        servers::show(ui, routes, data, &live, actions);
                         ui.separator();
-                        breakpoints::show(ui, &mut bench.rule_form, &rules, &held, &names, actions);
+                        breakpoints::show(ui, &mut bench.rule_form, rules, held, &names, actions);
                     });
             });
     }
@@ -341,10 +360,24 @@ impl Viewer {
             Action::Open(path) => self.open(path),
             Action::Bench(b) => {
                 let store = self.state.store();
-                self.bench
-                    .apply(b, self.engine.as_ref(), store.as_ref(), self.ctx.as_ref());
+                self.bench.apply(b, self.engine.as_mut(), store.as_ref());
             }
             other => self.state.apply(other),
+        }
+    }
+
+    /// Brings the window's copy of the engine's state up to date and hands the answers,
+    /// demo steps and new decode context to the panes that wait for them.
+    fn engine_events(&mut self) {
+        let Some(view) = self.engine.as_mut() else {
+            return;
+        };
+        for event in view.pump() {
+            if let crate::engine::Event::Ready = event {
+                self.bench.set_context(view.state().context.clone());
+            }
+            self.shell.on_event(&event);
+            self.bench.on_event(&event);
         }
     }
 
@@ -425,17 +458,25 @@ impl Viewer {
 
 impl eframe::App for Viewer {
     fn ui(&mut self, ui: &mut Ui, _frame: &mut eframe::Frame) {
-        if self.engine.is_some() {
-            // Traffic arrives without input events; look for it a few times a second.
-            ui.ctx()
-                .request_repaint_after(std::time::Duration::from_millis(200));
-        }
+        // No timer: the engine wakes the window when something happens.
         self.show(ui);
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         self.shell.settings.save(storage);
     }
+}
+
+/// Start-up progress, until the engine is ready.
+fn starting_line(ui: &mut Ui, s: &crate::engine::Startup) {
+    ui.horizontal(|ui| {
+        ui.spinner();
+        ui.label(format!(
+            "Engine starting: {} ({}/{})",
+            s.step, s.done, s.total
+        ));
+    });
+    ui.add(egui::ProgressBar::new(s.done as f32 / s.total.max(1) as f32).desired_height(6.0));
 }
 
 /// Side panels with the central panel's margins, so the headings of all panes line up.

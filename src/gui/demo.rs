@@ -3,7 +3,7 @@
 
 use eframe::egui::{RichText, Ui};
 
-use crate::engine::{DemoProgress, DemoRun};
+use crate::engine::DemoProgress;
 
 pub const RUN_LABEL: &str = "Run demo client";
 pub const NO_ENGINE: &str = "The demo needs the engine, which is not running in this window \
@@ -11,18 +11,19 @@ pub const NO_ENGINE: &str = "The demo needs the engine, which is not running in 
 
 #[derive(Default)]
 pub struct DemoPane {
-    pub run: Option<DemoRun>,
+    /// The last demo's steps, as the engine told them; empty while it starts.
+    pub run: Option<DemoProgress>,
     /// Why the last demo could not start.
     pub error: Option<String>,
 }
 
 impl DemoPane {
     pub fn is_running(&self) -> bool {
-        self.run.as_ref().is_some_and(|r| !r.is_finished())
+        self.run.as_ref().is_some_and(|r| r.outcome.is_none())
     }
 
     pub fn progress(&self) -> Option<DemoProgress> {
-        self.run.as_ref().map(DemoRun::progress)
+        self.run.clone()
     }
 
     /// Returns whether the user asked to run the demo.

@@ -14,6 +14,7 @@ pub mod decode;
 mod demo;
 pub mod editor;
 mod empty;
+pub mod engine_view;
 pub mod files;
 mod filter_bar;
 mod hex;
@@ -36,6 +37,7 @@ use std::path::PathBuf;
 use eframe::egui;
 
 pub use app::Viewer;
+pub use engine_view::EngineView;
 pub use state::{Action, Capture, Loading, Message, MessageKind, Source, ViewerState};
 pub use workbench::Workbench;
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use eframe::egui::{self, Color32, RichText, Ui};
 
+use super::engine_view::EngineView;
 use crate::capture::{ConnectionId, StoreData};
-use crate::engine::Engine;
 use crate::engine::log_ring::LogRing;
 
 use super::audit::AuditPane;
@@ -27,6 +27,8 @@ pub struct Shell {
     pub audit: AuditPane,
     pub traffic: Traffic,
     pub demo: DemoPane,
+    /// The engine's answer to this command says whether the demo could start.
+    demo_command: Option<crate::engine::CommandId>,
     dialog: Option<Dialog>,
     job: Option<Job>,
     /// The last save's outcome, shown in the menu bar until dismissed.
@@ -50,6 +52,7 @@ impl Shell {
             audit: AuditPane::default(),
             traffic: Traffic::default(),
             demo: DemoPane::default(),
+            demo_command: None,
             dialog: None,
             job: None,
             status: None,
@@ -110,7 +113,7 @@ impl Shell {
         &mut self,
         ui: &mut Ui,
         state: &ViewerState,
-        engine: Option<&Engine>,
+        engine: Option<&EngineView>,
         actions: &mut Vec<Action>,
     ) {
         let ctx = ui.ctx().clone();
@@ -238,7 +241,21 @@ impl Shell {
         self.settings.watch_tab = tab;
     }
 
-    pub fn start_demo(&mut self, ctx: &egui::Context, engine: Option<&Engine>) {
+    /// Takes the demo's steps and whether it could start from the engine's events.
+    pub fn on_event(&mut self, event: &crate::engine::Event) {
+        match event {
+            crate::engine::Event::Demo(progress) => self.demo.run = Some(progress.clone()),
+            crate::engine::Event::Done {
+                id, result: Err(e), ..
+            } if Some(*id) == self.demo_command => {
+                self.demo.run = None;
+                self.demo.error = Some(e.clone());
+            }
+            _ => {}
+        }
+    }
+
+    pub fn start_demo(&mut self, _ctx: &egui::Context, engine: Option<&EngineView>) {
         self.show_tab(WatchTab::Demo);
         let Some(engine) = engine else {
             self.demo.error = Some(super::demo::NO_ENGINE.into());
@@ -247,14 +264,9 @@ impl Shell {
         if self.demo.is_running() {
             return;
         }
-        let wake = ctx.clone();
-        match engine.run_demo(move || wake.request_repaint()) {
-            Ok(run) => {
-                self.demo.run = Some(run);
-                self.demo.error = None;
-            }
-            Err(e) => self.demo.error = Some(e.to_string()),
-        }
+        self.demo_command = Some(engine.send(crate::engine::Command::RunDemo));
+        self.demo.run = Some(Default::default());
+        self.demo.error = None;
     }
 
     /// A hint over an empty live capture: what to do to see traffic.
@@ -263,7 +275,7 @@ impl Shell {
         ui: &mut Ui,
         state: &ViewerState,
         data: Option<&StoreData>,
-        engine: Option<&Engine>,
+        engine: Option<&EngineView>,
     ) {
         let live = matches!(
             state.capture().map(|c| &c.source),
@@ -300,7 +312,7 @@ impl Shell {
         ui: &mut Ui,
         state: &ViewerState,
         data: Option<&StoreData>,
-        engine: Option<&Engine>,
+        engine: Option<&EngineView>,
     ) {
         if !self.settings.watch_open {
             return;
@@ -335,8 +347,8 @@ impl Shell {
                 match self.settings.watch_tab {
                     WatchTab::Log => self.log.show(ui),
                     WatchTab::Audit => {
-                        let routes = engine.map(Engine::routes).unwrap_or_default();
-                        self.audit.show(ui, &routes);
+                        let routes = engine.map(EngineView::routes).unwrap_or_default();
+                        self.audit.show(ui, routes);
                     }
                     WatchTab::Traffic => {
                         plot::summary(ui, &self.traffic);
@@ -413,7 +425,12 @@ impl Shell {
     }
 
     /// Shortcuts; they work while a text field has the keyboard too, as in other apps.
-    pub fn keyboard(&mut self, ctx: &egui::Context, state: &ViewerState, engine: Option<&Engine>) {
+    pub fn keyboard(
+        &mut self,
+        ctx: &egui::Context,
+        state: &ViewerState,
+        engine: Option<&EngineView>,
+    ) {
         for shortcut in settings::pressed(ctx) {
             match shortcut {
                 Shortcut::Open => self.open_dialog(DialogKind::Open, state),

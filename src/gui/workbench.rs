@@ -5,20 +5,20 @@
 //! needs the engine or the decoder; the panes still only push actions, which the app hands
 //! to [`Workbench::apply`] after drawing.
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use eframe::egui;
 
 use crate::capture::{CaptureStore, ConnectionId, Direction, PacketId, StoreData};
 use crate::dissect::{Context, Node, Registry};
-use crate::engine::Engine;
-use crate::engine::{Decision, HoldId, Rule};
+use crate::engine::{Command, CommandId, Decision, Event, HoldId, Reply, Rule};
 
 use super::decode::{Buffer, Labeller, NodeRef, PacketDecode, Summaries};
 use super::editor::{EditSource, Editor, SendTo};
+use super::engine_view::EngineView;
 
 /// How long the repeater waits for the upstream to go quiet before showing its answer.
 pub const REPEAT_SETTLE: Duration = Duration::from_millis(400);
@@ -64,7 +64,12 @@ pub struct Workbench {
     pub rule_form: super::breakpoints::RuleForm,
     editor: Option<Editor>,
     notice: Option<Notice>,
-    repeats: Vec<mpsc::Receiver<Result<Vec<u8>, String>>>,
+    /// Commands this window sent whose answers it shows.
+    sent: HashSet<CommandId>,
+    /// The repeater's request; its answer goes to the editor.
+    repeat: Option<CommandId>,
+    /// Forwarding the edited held message; the editor closes when it went.
+    forward: Option<CommandId>,
 }
 
 impl Default for Workbench {
@@ -83,7 +88,9 @@ impl Default for Workbench {
             rule_form: Default::default(),
             editor: None,
             notice: None,
-            repeats: Vec::new(),
+            sent: HashSet::new(),
+            repeat: None,
+            forward: None,
         }
     }
 }
@@ -141,7 +148,6 @@ impl Workbench {
                 }
             }
         }
-        self.collect_repeats();
     }
 
     pub fn summaries(&self) -> Option<parking_lot::RwLockReadGuard<'_, Summaries>> {
@@ -235,12 +241,60 @@ impl Workbench {
         });
     }
 
+    /// Takes the answers to the commands this window sent.
+    pub fn on_event(&mut self, event: &Event) {
+        let Event::Done {
+            id,
+            command,
+            result,
+        } = event
+        else {
+            return;
+        };
+        if !self.sent.remove(id) {
+            return;
+        }
+        if self.repeat == Some(*id) {
+            self.repeat = None;
+            if let Some(editor) = self.editor.as_mut() {
+                let answer = match result {
+                    Ok(Reply::Bytes(b)) => Ok(b.clone()),
+                    Ok(other) => Err(format!("unexpected answer: {other:?}")),
+                    Err(e) => Err(e.clone()),
+                };
+                editor.set_answer(&self.registry, answer);
+            }
+        }
+        if self.forward == Some(*id) {
+            self.forward = None;
+            if result.is_ok() {
+                self.editor = None;
+            }
+        }
+        self.tell(
+            result
+                .as_ref()
+                .map(|r| r.describe(command))
+                .map_err(|e| e.clone()),
+        );
+    }
+
+    /// Whether answers to commands are still awaited.
+    pub fn is_waiting(&self) -> bool {
+        !self.sent.is_empty()
+    }
+
+    fn send_command(&mut self, engine: &EngineView, command: Command) -> CommandId {
+        let id = engine.send(command);
+        self.sent.insert(id);
+        id
+    }
+
     pub fn apply(
         &mut self,
         action: BenchAction,
-        engine: Option<&Engine>,
+        engine: Option<&mut EngineView>,
         store: Option<&Arc<CaptureStore>>,
-        ctx: Option<&egui::Context>,
     ) {
         match action {
             BenchAction::SelectNode(node) => self.node = Some(node),
@@ -255,92 +309,90 @@ impl Workbench {
                 }
             }
             BenchAction::ToggleFollow => self.follow = !self.follow,
-            BenchAction::StartRoute(name) => {
-                let r = need(engine).and_then(|e| {
-                    e.start_route(&name)
-                        .map(|a| format!("{name} listening on {a}"))
-                        .map_err(|e| e.to_string())
-                });
-                self.tell(r);
-            }
-            BenchAction::StopRoute(name) => {
-                let r = need(engine).and_then(|e| {
-                    e.stop_route(&name)
-                        .map(|()| format!("{name} stopped"))
-                        .map_err(|e| e.to_string())
-                });
-                self.tell(r);
-            }
-            BenchAction::RestartRoute(name) => {
-                let r = need(engine).and_then(|e| {
-                    e.restart_route(&name)
-                        .map(|a| format!("{name} restarted on {a}"))
-                        .map_err(|e| e.to_string())
-                });
-                self.tell(r);
-            }
-            BenchAction::AddRule(rule) => {
-                if let Ok(e) = need(engine) {
-                    let mut rules = e.breakpoints();
-                    rules.push(rule);
-                    e.set_breakpoints(rules);
-                }
-            }
-            BenchAction::RemoveRule(i) => {
-                if let Ok(e) = need(engine) {
-                    let mut rules = e.breakpoints();
-                    if i < rules.len() {
-                        rules.remove(i);
-                        e.set_breakpoints(rules);
-                    }
-                }
-            }
-            BenchAction::Forward(id) => self.decide(engine, id, Decision::Forward),
-            BenchAction::Drop(id) => self.decide(engine, id, Decision::Drop),
-            BenchAction::EditHeld(id) => {
-                let held = engine.and_then(|e| {
-                    let held = e.held().into_iter().find(|h| h.id == id)?;
-                    let protocol = e
-                        .routes()
-                        .into_iter()
-                        .find(|r| r.name == held.route)
-                        .and_then(|r| r.dissector);
-                    Some((held, protocol))
-                });
-                if let Some((held, protocol)) = held {
-                    let source = EditSource::Held {
-                        id,
-                        route: held.route.clone(),
-                        connection: held.connection,
-                        direction: held.direction,
-                    };
-                    self.editor = Some(Editor::new(
-                        &self.registry,
-                        self.context.clone(),
-                        source,
-                        protocol.as_deref(),
-                        held.bytes,
-                    ));
-                }
-            }
             BenchAction::EditPacket(id) => {
                 if let Some(store) = store {
                     self.edit_packet(&store.read(), id);
                 }
             }
             BenchAction::CloseEditor => self.editor = None,
-            BenchAction::Send(to) => self.send(to, engine, ctx),
+            action => match engine {
+                Some(engine) => self.apply_engine(action, engine),
+                None => self.tell(Err("no engine is running in this window".into())),
+            },
         }
     }
 
-    fn decide(&mut self, engine: Option<&Engine>, id: HoldId, decision: Decision) {
-        let what = format!("{decision:?}").to_lowercase();
-        let r = need(engine).and_then(|e| {
-            e.decide(id, decision)
-                .map(|()| format!("held message {id}: {what}"))
-                .map_err(|e| e.to_string())
-        });
-        self.tell(r);
+    /// The actions that ask the engine for something: each becomes a command, answered by
+    /// an event later. What the window shows changes at once where the outcome is certain
+    /// (a rule added, a held message decided), so a click never waits for the engine.
+    fn apply_engine(&mut self, action: BenchAction, engine: &mut EngineView) {
+        match action {
+            BenchAction::StartRoute(name) => {
+                self.send_command(engine, Command::StartRoute(name.clone()));
+                self.tell(Ok(format!("starting {name}…")));
+            }
+            BenchAction::StopRoute(name) => {
+                self.send_command(engine, Command::StopRoute(name.clone()));
+                self.tell(Ok(format!("stopping {name}…")));
+            }
+            BenchAction::RestartRoute(name) => {
+                self.send_command(engine, Command::RestartRoute(name.clone()));
+                self.tell(Ok(format!("restarting {name}…")));
+            }
+            BenchAction::AddRule(rule) => {
+                let mut rules = engine.breakpoints().to_vec();
+                rules.push(rule);
+                self.set_rules(engine, rules);
+            }
+            BenchAction::RemoveRule(i) => {
+                let mut rules = engine.breakpoints().to_vec();
+                if i < rules.len() {
+                    rules.remove(i);
+                    self.set_rules(engine, rules);
+                }
+            }
+            BenchAction::Forward(id) => self.decide(engine, id, Decision::Forward),
+            BenchAction::Drop(id) => self.decide(engine, id, Decision::Drop),
+            BenchAction::EditHeld(id) => {
+                let Some(held) = engine.held().iter().find(|h| h.id == id).cloned() else {
+                    return;
+                };
+                let protocol = engine
+                    .routes()
+                    .iter()
+                    .find(|r| r.name == held.route)
+                    .and_then(|r| r.dissector.clone());
+                let source = EditSource::Held {
+                    id,
+                    route: held.route.clone(),
+                    connection: held.connection,
+                    direction: held.direction,
+                };
+                self.editor = Some(Editor::new(
+                    &self.registry,
+                    self.context.clone(),
+                    source,
+                    protocol.as_deref(),
+                    held.bytes,
+                ));
+            }
+            BenchAction::Send(to) => self.send(to, engine),
+            BenchAction::SelectNode(_)
+            | BenchAction::SelectByte(_)
+            | BenchAction::ToggleFollow
+            | BenchAction::EditPacket(_)
+            | BenchAction::CloseEditor => {}
+        }
+    }
+
+    fn set_rules(&mut self, engine: &mut EngineView, rules: Vec<Rule>) {
+        engine.set_breakpoints_shown(rules.clone());
+        self.send_command(engine, Command::SetBreakpoints(rules));
+    }
+
+    fn decide(&mut self, engine: &mut EngineView, id: HoldId, decision: Decision) {
+        engine.forget_held(id);
+        self.send_command(engine, Command::Decide { id, decision });
     }
 
     fn edit_packet(&mut self, data: &StoreData, id: PacketId) {
@@ -375,7 +427,7 @@ impl Workbench {
         ));
     }
 
-    fn send(&mut self, to: SendTo, engine: Option<&Engine>, ctx: Option<&egui::Context>) {
+    fn send(&mut self, to: SendTo, engine: &mut EngineView) {
         let Some(editor) = self.editor.as_mut() else {
             return;
         };
@@ -387,89 +439,57 @@ impl Workbench {
                 return;
             }
         };
-        let Ok(engine) = need(engine) else {
-            self.tell(Err(
-                "sending needs the engine: start gamewire with it".into()
-            ));
-            return;
-        };
-        let result = match (to, editor.source().clone()) {
+        let n = bytes.len();
+        let command = match (to, editor.source().clone()) {
             (SendTo::Server | SendTo::Client, source) => {
                 let direction = if to == SendTo::Server {
                     Direction::ClientToServer
                 } else {
                     Direction::ServerToClient
                 };
-                let conn: ConnectionId = source.connection();
-                engine
-                    .inject(conn, direction, bytes.clone())
-                    .map(|()| {
-                        format!(
-                            "sent {} bytes to the {} of connection {conn}",
-                            bytes.len(),
-                            if to == SendTo::Server {
-                                "server"
-                            } else {
-                                "client"
-                            }
-                        )
-                    })
-                    .map_err(|e| e.to_string())
+                let connection: ConnectionId = source.connection();
+                Command::Inject {
+                    connection,
+                    direction,
+                    bytes,
+                }
             }
             (SendTo::Repeater, source) => match source.route() {
-                None => Err("the connection has no route to repeat to".into()),
+                None => {
+                    self.tell(Err("the connection has no route to repeat to".into()));
+                    return;
+                }
                 Some(route) => {
-                    let (tx, rx) = mpsc::channel();
-                    let task = engine.repeat_task(route, bytes.clone(), REPEAT_SETTLE);
-                    let ctx = ctx.cloned();
-                    engine.handle().spawn(async move {
-                        let _ = tx.send(task.await.map_err(|e| e.to_string()));
-                        if let Some(ctx) = ctx {
-                            ctx.request_repaint();
-                        }
-                    });
-                    self.repeats.push(rx);
                     editor.set_waiting();
-                    Ok(format!("sent {} bytes to {route}'s upstream", bytes.len()))
+                    Command::Repeat {
+                        route: route.to_string(),
+                        bytes,
+                        settle: REPEAT_SETTLE,
+                    }
                 }
             },
-            (SendTo::Forward, EditSource::Held { id, .. }) => {
-                let r = match editor.edited_tree() {
-                    Some(tree) => engine.forward_edited_tree(id, tree),
-                    None => engine.decide(id, Decision::ForwardEdited(bytes.clone())),
-                };
-                r.map(|()| format!("held message {id} forwarded edited"))
-                    .map_err(|e| e.to_string())
-            }
+            (SendTo::Forward, EditSource::Held { id, .. }) => match editor.edited_tree() {
+                Some(tree) => Command::ForwardEditedTree {
+                    id,
+                    tree: Box::new(tree.clone()),
+                },
+                None => Command::Decide {
+                    id,
+                    decision: Decision::ForwardEdited(bytes),
+                },
+            },
             (SendTo::Forward, EditSource::Packet { .. }) => {
-                Err("only a held message can be forwarded".into())
+                self.tell(Err("only a held message can be forwarded".into()));
+                return;
             }
         };
-        let forwarded = to == SendTo::Forward && result.is_ok();
-        self.tell(result);
-        if forwarded {
-            self.editor = None;
+        let what = command.describe();
+        let id = self.send_command(engine, command);
+        match to {
+            SendTo::Repeater => self.repeat = Some(id),
+            SendTo::Forward => self.forward = Some(id),
+            SendTo::Server | SendTo::Client => {}
         }
+        self.tell(Ok(format!("{what} ({n} bytes)…")));
     }
-
-    fn collect_repeats(&mut self) {
-        let mut answers = Vec::new();
-        self.repeats.retain(|rx| match rx.try_recv() {
-            Ok(answer) => {
-                answers.push(answer);
-                false
-            }
-            Err(mpsc::TryRecvError::Empty) => true,
-            Err(mpsc::TryRecvError::Disconnected) => false,
-        });
-        for answer in answers {
-            if let Some(editor) = self.editor.as_mut() {
-                editor.set_answer(&self.registry, answer);
-            }
-        }
-    }
-}
-
-fn need(engine: Option<&Engine>) -> Result<&Engine, String> {
-    engine.ok_or_else(|| "no engine is running in this window".to_string())
 }

@@ -93,7 +93,15 @@ pub struct Held {
 #[derive(Clone, Debug)]
 pub enum InterceptEvent {
     Held(Held),
-    Released { id: HoldId, decision: String },
+    Released {
+        id: HoldId,
+        decision: String,
+    },
+    /// A connection became injectable (a relay registered it) or stopped being.
+    Live {
+        connection: ConnectionId,
+        live: bool,
+    },
 }
 
 /// Bytes to write into a live connection, and whether the sender wants to know it went out.
@@ -278,11 +286,20 @@ impl Interceptor {
                 to_client,
             },
         );
+        let _ = self.events.send(InterceptEvent::Live {
+            connection,
+            live: true,
+        });
         (server_rx, client_rx)
     }
 
     pub fn unregister(&self, connection: ConnectionId) {
-        self.live.lock().remove(&connection);
+        if self.live.lock().remove(&connection).is_some() {
+            let _ = self.events.send(InterceptEvent::Live {
+                connection,
+                live: false,
+            });
+        }
     }
 
     pub fn live_connections(&self) -> Vec<ConnectionId> {

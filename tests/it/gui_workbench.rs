@@ -376,7 +376,12 @@ fn fesl_engine() -> (Engine, tempfile::TempDir) {
     (engine, dir)
 }
 
-fn reply_with(engine: &Engine, conn: ConnectionId, after: PacketId, needle: &str) -> bool {
+fn reply_with(
+    engine: &gamewire::gui::EngineView,
+    conn: ConnectionId,
+    after: PacketId,
+    needle: &str,
+) -> bool {
     let data = engine.store().read();
     data.packets_of(conn).any(|p| {
         p.id > after
