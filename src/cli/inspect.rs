@@ -37,6 +37,11 @@ pub struct Args {
     /// `proto/` in the working directory is always loaded when present.
     #[arg(long, value_name = "DIR")]
     pub proto: Vec<PathBuf>,
+    /// The configuration whose `[decode]` section (schema directories, JWKS files, the
+    /// Hytale referral secret) and issuer key decode the capture, as the engine's live
+    /// decoders do; the defaults when the file does not exist (it is not created).
+    #[arg(long, value_name = "FILE", default_value = crate::engine::config::DEFAULT_CONFIG_FILE)]
+    pub config: PathBuf,
     /// Only the packets this filter expression matches, e.g. `fesl.txn == "NuLogin" && dir
     /// == c2s` (see the README's "Filters"). A bad expression exits with status 2.
     #[arg(long, value_name = "EXPR")]
@@ -50,7 +55,7 @@ const PREVIEW_BYTES: usize = 16;
 const BAD_FILTER: u8 = 2;
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let registry = Registry::standard();
+    let registry = Registry::shared();
     let filter = match args.filter.as_deref().map(Filter::parse).transpose() {
         Ok(f) => f,
         Err(e) => {
@@ -77,7 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // A filter on dissected fields needs the decode even when the trees are not printed.
     let filter_decodes = filter.as_ref().is_some_and(Filter::needs_decode);
     let ctx = if decoding || filter_decodes {
-        decode_context(&args.proto)?
+        decode_context(&args.config, &args.proto)?
     } else {
         DecodeContext::default()
     };
@@ -137,18 +142,16 @@ fn matching(data: &StoreData, decode: Option<&CaptureDecode>, f: &Filter) -> Vec
     keep
 }
 
-fn decode_context(extra_proto: &[PathBuf]) -> anyhow::Result<DecodeContext> {
+fn decode_context(config: &Path, extra_proto: &[PathBuf]) -> anyhow::Result<DecodeContext> {
     // A directory the user named must load; `./proto` and the built-in schemas are merged
     // in by the shared context, which tolerates a broken `./proto` with a warning.
     if !extra_proto.is_empty() {
         let dirs = schema::schema_dirs(Path::new("."), extra_proto);
         schema::load_schemas(&dirs).context("loading .proto schemas")?;
     }
-    let certs = crate::engine::config::Config::default().certs_dir;
-    Ok(crate::engine::decoding::decode_context(
-        extra_proto,
-        Some(&certs),
-    ))
+    let mut config = crate::engine::config::Config::load_if_present(config)?;
+    config.decode.proto_dirs.extend(extra_proto.iter().cloned());
+    Ok(crate::engine::decoding::decode_context_for(&config, None))
 }
 
 #[derive(Serialize)]

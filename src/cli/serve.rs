@@ -88,9 +88,9 @@ pub fn run_engine(
     let store = engine.store().clone();
     let mut events = engine.subscribe();
     let handle = engine.handle();
-    let context = (*engine.dissect_context()).clone();
+    let context = engine.dissect_context();
     handle.spawn(async move {
-        let mut live = LiveDecoder::new(Registry::standard(), context);
+        let mut live = LiveDecoder::new(Registry::shared(), context);
         while let Some(event) = events.next().await {
             match event {
                 Event::Capture(event) => {

@@ -31,6 +31,15 @@ impl Registry {
         }
     }
 
+    /// [`Registry::standard`], built once per process: every decoder of a process (the
+    /// engine, the window's panes, `inspect`) shares it, so none can disagree on a protocol.
+    pub fn shared() -> Arc<Registry> {
+        static SHARED: std::sync::OnceLock<Arc<Registry>> = std::sync::OnceLock::new();
+        SHARED
+            .get_or_init(|| Arc::new(Registry::standard()))
+            .clone()
+    }
+
     pub fn with(mut self, d: Arc<dyn Dissector>) -> Self {
         self.dissectors.push(d);
         self

@@ -40,23 +40,63 @@ pub fn decode_connection_to<'a>(
     packets: impl IntoIterator<Item = PacketRef<'a>>,
     ended: bool,
 ) -> Vec<Decoded> {
-    let (client, server) = dissector.connection_decoders(ctx);
-    let mut c2s = DirectionStream::new(client);
-    let mut s2c = DirectionStream::new(server);
+    let mut decoder = ConnectionDecoder::new(dissector, ctx);
     let mut out = Vec::new();
     for p in packets {
-        let stream = match p.direction {
-            Direction::ClientToServer => &mut c2s,
-            Direction::ServerToClient => &mut s2c,
-        };
-        stream.push(p.id, p.data, p.direction, &mut out);
+        decoder.push(ctx, p.id, p.data, p.direction, &mut out);
     }
-    c2s.finish(Direction::ClientToServer, ended, &mut out);
-    s2c.finish(Direction::ServerToClient, ended, &mut out);
-    for decoded in &mut out {
+    decoder.finish(ctx, ended, &mut out);
+    out
+}
+
+/// One connection's two directions, decoded as its packets come, with the JWTs in every
+/// message annotated: what [`decode_connection_to`] does at once, for a growing capture.
+pub struct ConnectionDecoder {
+    c2s: DirectionStream,
+    s2c: DirectionStream,
+}
+
+impl ConnectionDecoder {
+    pub fn new(dissector: &dyn Dissector, ctx: &Context) -> Self {
+        let (client, server) = dissector.connection_decoders(ctx);
+        ConnectionDecoder {
+            c2s: DirectionStream::new(client),
+            s2c: DirectionStream::new(server),
+        }
+    }
+
+    /// Decodes the next packet; the messages it completes are appended to `out`.
+    pub fn push(
+        &mut self,
+        ctx: &Context,
+        id: PacketId,
+        data: &[u8],
+        direction: Direction,
+        out: &mut Vec<Decoded>,
+    ) {
+        let from = out.len();
+        let stream = match direction {
+            Direction::ClientToServer => &mut self.c2s,
+            Direction::ServerToClient => &mut self.s2c,
+        };
+        stream.push(id, data, direction, out);
+        annotate_from(out, from, ctx);
+    }
+
+    /// What is left of both directions: completed by the close when `ended`, else
+    /// reported as incomplete.
+    pub fn finish(&mut self, ctx: &Context, ended: bool, out: &mut Vec<Decoded>) {
+        let from = out.len();
+        self.c2s.finish(Direction::ClientToServer, ended, out);
+        self.s2c.finish(Direction::ServerToClient, ended, out);
+        annotate_from(out, from, ctx);
+    }
+}
+
+fn annotate_from(out: &mut [Decoded], from: usize, ctx: &Context) {
+    for decoded in &mut out[from..] {
         annotate_tokens(decoded, ctx);
     }
-    out
 }
 
 /// JWTs can sit in any protocol's strings (headers, JSON, FESL values, Hytale tokens), so

@@ -1,13 +1,13 @@
 //! Decodes traffic as it is recorded, for the live log: one line per message with its route,
 //! direction, label and size.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::capture::{CaptureStore, ConnectionId, Direction};
+use crate::dissect::Context;
 use crate::dissect::registry::Registry;
-use crate::dissect::stream::{Decoded, DirectionStream};
-use crate::dissect::{Context, Dissector};
+use crate::dissect::session::LiveDecode;
+use crate::dissect::stream::Decoded;
 use crate::proxy::CaptureEvent;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,87 +38,57 @@ impl std::fmt::Display for MessageLine {
     }
 }
 
-struct ConnDecode {
-    route: String,
-    streams: Option<(DirectionStream, DirectionStream)>,
-}
-
+/// The live log's decoder: [`LiveDecode`] fed by the capture's events.
 pub struct LiveDecoder {
-    registry: Registry,
-    context: Context,
-    connections: HashMap<ConnectionId, ConnDecode>,
+    decode: LiveDecode,
 }
 
 impl LiveDecoder {
-    pub fn new(registry: Registry, context: Context) -> Self {
+    pub fn new(registry: Arc<Registry>, context: Arc<Context>) -> Self {
         LiveDecoder {
-            registry,
-            context,
-            connections: HashMap::new(),
+            decode: LiveDecode::new(registry, context, None),
         }
     }
 
     pub fn on_event(&mut self, store: &CaptureStore, event: &CaptureEvent) -> Vec<MessageLine> {
-        match event {
+        let data = store.read();
+        let mut out: Vec<Decoded> = Vec::new();
+        let (connection, flags) = match event {
             CaptureEvent::Closed(id) => {
                 // The close completes messages that run until it (an HTTP/1.0 response).
-                let Some(ConnDecode {
-                    route,
-                    streams: Some((mut c2s, mut s2c)),
-                }) = self.connections.remove(id)
-                else {
-                    return Vec::new();
-                };
-                let mut out: Vec<Decoded> = Vec::new();
-                c2s.finish(Direction::ClientToServer, true, &mut out);
-                s2c.finish(Direction::ServerToClient, true, &mut out);
-                lines(&route, *id, out, "")
+                self.decode.finish(&data, *id, true, &mut out);
+                (*id, String::new())
             }
             CaptureEvent::Packet {
                 id,
                 connection,
-                direction,
                 flags,
                 ..
             } => {
-                let data = store.read();
-                let (Some(packet), Some(conn)) = (data.packet(*id), data.connection(*connection))
-                else {
-                    return Vec::new();
-                };
-                let entry = self.connections.entry(*connection).or_insert_with(|| {
-                    let dissector: Option<Arc<dyn Dissector>> =
-                        self.registry
-                            .choose(conn, &[(packet.direction, packet.data)], None);
-                    ConnDecode {
-                        route: conn.route.clone().unwrap_or_default(),
-                        streams: dissector.map(|d| {
-                            let (c, s) = d.connection_decoders(&self.context);
-                            (DirectionStream::new(c), DirectionStream::new(s))
-                        }),
-                    }
-                });
-                let flags = flags.to_string();
-                let Some((c2s, s2c)) = &mut entry.streams else {
-                    return vec![MessageLine {
-                        route: entry.route.clone(),
-                        connection: *connection,
-                        direction: *direction,
-                        label: "(no dissector)".into(),
-                        size: packet.data.len(),
-                        flags,
-                    }];
-                };
-                let stream = match direction {
-                    Direction::ClientToServer => c2s,
-                    Direction::ServerToClient => s2c,
-                };
-                let mut out: Vec<Decoded> = Vec::new();
-                stream.push(*id, packet.data, *direction, &mut out);
-                lines(&entry.route, *connection, out, &flags)
+                self.decode.packet(&data, *id, &mut out);
+                (*connection, flags.to_string())
             }
-            _ => Vec::new(),
+            _ => return Vec::new(),
+        };
+        let route = data
+            .connection(connection)
+            .and_then(|c| c.route.clone())
+            .unwrap_or_default();
+        if out.is_empty()
+            && let CaptureEvent::Packet { id, direction, .. } = event
+            && !self.decode.is_deciding(connection)
+            && self.decode.protocol(connection).is_none()
+        {
+            return vec![MessageLine {
+                route,
+                connection,
+                direction: *direction,
+                label: "(no dissector)".into(),
+                size: data.packet(*id).map_or(0, |p| p.data.len()),
+                flags,
+            }];
         }
+        lines(&route, connection, out, &flags)
     }
 }
 
@@ -169,7 +139,7 @@ mod tests {
     fn the_close_completes_a_response_that_runs_until_it() {
         let recorder = Recorder::new(Arc::new(CaptureStore::new()));
         let mut events = recorder.subscribe();
-        let mut live = LiveDecoder::new(Registry::standard(), Context::default());
+        let mut live = LiveDecoder::new(Registry::shared(), Arc::default());
         let conn = recorder.open(
             "web",
             "127.0.0.1:50000".parse().unwrap(),

@@ -85,7 +85,7 @@ pub(crate) struct Shared {
     pub recorder: Recorder,
     pub interceptor: Arc<Interceptor>,
     pub resolver: Option<UpstreamResolver>,
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     pub routes: Mutex<Vec<routes::Route>>,
     pub shutdown: CancellationToken,
     /// What taps, the live log and the workbench decode with; built during start-up.
@@ -256,7 +256,7 @@ impl Engine {
             recorder: Recorder::new(store),
             interceptor,
             resolver,
-            registry: Registry::standard(),
+            registry: Registry::shared(),
             shutdown: CancellationToken::new(),
             decode: RwLock::new(Arc::new(crate::dissect::Context::default())),
             sc_signer: std::sync::OnceLock::new(),

@@ -189,8 +189,17 @@ impl Viewer {
             if let Some(data) = &data {
                 self.state.refresh(data);
             }
-            self.bench
-                .update(&ctx, store.as_ref(), data.as_deref(), self.state.selected());
+            let live = matches!(
+                self.state.capture().map(|c| &c.source),
+                Some(Source::Live { .. })
+            );
+            self.bench.update(
+                &ctx,
+                store.as_ref(),
+                live,
+                data.as_deref(),
+                self.state.selected(),
+            );
             self.draw_panes(ui, data.as_deref(), &mut actions);
         }
         if let Some(editor) = self.bench.editor_mut() {

@@ -15,7 +15,8 @@ use std::time::Duration;
 use parking_lot::RwLock;
 
 use crate::capture::{CaptureStore, ConnectionId, PacketId, StoreData};
-use crate::dissect::stream::{Decoded, DirectionStream, decode_connection};
+use crate::dissect::session::LiveDecode;
+use crate::dissect::stream::{Decoded, decode_connection};
 use crate::dissect::{Context, Dissector, Node, Registry};
 
 /// Packets decoded per hold of the store's read lock: small enough that a tap appending
@@ -83,9 +84,12 @@ pub struct Labeller {
 
 impl Labeller {
     /// Starts labelling `store`; `wake` is called whenever new labels are ready.
+    /// `live`: the store keeps growing (the engine's), so a connection ends only when it
+    /// closes; else it ends with the file.
     pub fn start(
         store: Arc<CaptureStore>,
         context: Arc<Context>,
+        live: bool,
         wake: impl Fn() + Send + 'static,
     ) -> Self {
         let summaries = Arc::new(RwLock::new(Summaries::default()));
@@ -94,7 +98,7 @@ impl Labeller {
             let (store, summaries, stop) = (store.clone(), summaries.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("gamewire-gui-decode".into())
-                .spawn(move || run(&store, &context, &summaries, &stop, &wake))
+                .spawn(move || run(&store, &context, live, &summaries, &stop, &wake))
                 .map_err(|e| tracing::error!("cannot start the decoding thread: {e}"))
                 .ok()
         };
@@ -129,71 +133,62 @@ impl Drop for Labeller {
     }
 }
 
-type Streams = Option<(DirectionStream, DirectionStream)>;
-
 fn run(
     store: &CaptureStore,
-    context: &Context,
+    context: &Arc<Context>,
+    live: bool,
     summaries: &RwLock<Summaries>,
     stop: &AtomicBool,
     wake: &(impl Fn() + Send),
 ) {
-    let registry = Registry::standard();
-    let mut streams: HashMap<ConnectionId, Streams> = HashMap::new();
+    let mut decode = LiveDecode::new(Registry::shared(), context.clone(), None);
     let mut labels: HashMap<String, Arc<str>> = HashMap::new();
     let mut next = 0usize;
     let mut out: Vec<Decoded> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let mut found: Vec<(PacketId, PacketSummary)> = Vec::new();
-        let mut protocols = Vec::new();
-        let end = {
+        let (end, finished) = {
             let data = store.read();
             let end = data.packet_count().min(next + CHUNK);
             for index in next..end {
-                let Some(p) = data.packet(PacketId(index as u64)) else {
-                    continue;
-                };
-                let entry = streams.entry(p.connection).or_insert_with(|| {
-                    let conn = data.connection(p.connection)?;
-                    let d = registry.choose(conn, &[(p.direction, p.data)], None)?;
-                    protocols.push((p.connection, d.name()));
-                    let (c, s) = d.connection_decoders(context);
-                    Some((DirectionStream::new(c), DirectionStream::new(s)))
-                });
-                let Some((c2s, s2c)) = entry else {
-                    continue;
-                };
-                let stream = match p.direction {
-                    crate::capture::Direction::ClientToServer => c2s,
-                    crate::capture::Direction::ServerToClient => s2c,
-                };
-                stream.push(p.id, p.data, p.direction, &mut out);
-                for d in out.drain(..) {
-                    let label = match labels.get(&d.message.label) {
-                        Some(l) => l.clone(),
-                        None => {
-                            let l: Arc<str> = Arc::from(d.message.label.as_str());
-                            labels.insert(d.message.label.clone(), l.clone());
-                            l
-                        }
-                    };
-                    found.push((
-                        d.packet,
-                        PacketSummary {
-                            label: Some(label),
-                            more: 0,
-                            error: d.message.is_error(),
-                        },
-                    ));
+                decode.packet(&data, PacketId(index as u64), &mut out);
+            }
+            // A closed connection's last messages run until the close; a file's
+            // connections end where the file does, and it gains no packets.
+            let file_done = end == data.packet_count() && !live;
+            let mut finished = false;
+            for conn in decode.unfinished() {
+                let closed = data.connection(conn).is_some_and(|c| c.closed.is_some());
+                if closed || file_done {
+                    decode.finish(&data, conn, closed, &mut out);
+                    finished = true;
                 }
             }
-            end
+            (end, finished)
         };
-        let progressed = end > next;
+        let found: Vec<(PacketId, PacketSummary)> = out
+            .drain(..)
+            .map(|d| {
+                let label = match labels.get(&d.message.label) {
+                    Some(l) => l.clone(),
+                    None => {
+                        let l: Arc<str> = Arc::from(d.message.label.as_str());
+                        labels.insert(d.message.label.clone(), l.clone());
+                        l
+                    }
+                };
+                let summary = PacketSummary {
+                    label: Some(label),
+                    more: 0,
+                    error: d.message.is_error(),
+                };
+                (d.packet, summary)
+            })
+            .collect();
+        let progressed = end > next || finished || !found.is_empty();
         next = end;
         if progressed {
             let mut s = summaries.write();
-            merge(&mut s, found, protocols);
+            merge(&mut s, found, &decode);
             s.done = next;
             drop(s);
             wake();
@@ -203,12 +198,12 @@ fn run(
     }
 }
 
-fn merge(
-    s: &mut Summaries,
-    found: Vec<(PacketId, PacketSummary)>,
-    protocols: Vec<(ConnectionId, &'static str)>,
-) {
-    s.protocols.extend(protocols);
+fn merge(s: &mut Summaries, found: Vec<(PacketId, PacketSummary)>, decode: &LiveDecode) {
+    for conn in decode.chosen() {
+        if let Some(p) = decode.protocol(conn) {
+            s.protocols.entry(conn).or_insert(p);
+        }
+    }
     for (id, summary) in found {
         let Ok(i) = usize::try_from(id.0) else {
             continue;
@@ -257,35 +252,25 @@ pub struct PacketDecode {
 
 impl PacketDecode {
     /// Decodes the messages of `packet`, from a window of its connection around it.
+    /// `chosen`: the dissector the labeller chose for the packet's connection, if it has.
     pub fn of(
         registry: &Registry,
         context: &Context,
         data: &StoreData,
         packet: PacketId,
+        chosen: Option<&'static str>,
     ) -> Option<PacketDecode> {
         let p = data.packet(packet)?;
-        let conn = data.connection(p.connection)?;
+        data.connection(p.connection)?;
         let ids: Vec<PacketId> = data.packets_of(p.connection).map(|q| q.id).collect();
         let at = ids.iter().position(|&id| id == packet)?;
         let window = &ids[at.saturating_sub(TREE_WINDOW)..ids.len().min(at + TREE_WINDOW + 1)];
-        let first = |dir| {
-            window
-                .iter()
-                .filter_map(|&id| data.packet(id))
-                .find(|q| q.direction == dir && !q.data.is_empty())
-                .map(|q| q.data.to_vec())
-                .unwrap_or_default()
+        // The labeller's choice when it made one, so the tree and the table's label
+        // always come from the same dissector; else the one rule with what is recorded.
+        let dissector: Option<Arc<dyn Dissector>> = match chosen {
+            Some(name) => registry.get(name),
+            None => crate::dissect::session::choose_in(registry, data, p.connection, None),
         };
-        let c2s = first(crate::capture::Direction::ClientToServer);
-        let s2c = first(crate::capture::Direction::ServerToClient);
-        let dissector: Option<Arc<dyn Dissector>> = registry.choose(
-            conn,
-            &[
-                (crate::capture::Direction::ClientToServer, &c2s),
-                (crate::capture::Direction::ServerToClient, &s2c),
-            ],
-            None,
-        );
         let mut decode = PacketDecode {
             packet,
             protocol: dissector.as_ref().map(|d| d.name()),
@@ -428,7 +413,7 @@ mod tests {
     fn the_worker_labels_packets_and_follows_a_growing_store() {
         let both = [login(), login()].concat();
         let store = fesl_store(&[both]);
-        let l = Labeller::start(store.clone(), Arc::new(Context::default()), || {});
+        let l = Labeller::start(store.clone(), Arc::new(Context::default()), true, || {});
         wait(&l);
         let s = l
             .summaries()
@@ -465,10 +450,11 @@ mod tests {
         let store = fesl_store(&[[b"".as_slice(), &m, &m].concat()]);
         let data = store.read();
         let d = PacketDecode::of(
-            &Registry::standard(),
+            &Registry::shared(),
             &Context::default(),
             &data,
             PacketId(0),
+            None,
         )
         .expect("decoded");
         assert_eq!(d.messages.len(), 2);

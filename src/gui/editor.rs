@@ -247,7 +247,7 @@ impl Editor {
     }
 
     fn encode_tree(&mut self) -> Result<Vec<u8>, String> {
-        let registry = Registry::standard();
+        let registry = Registry::shared();
         let dissector = self
             .protocol
             .and_then(|p| registry.get(p))
@@ -554,7 +554,7 @@ mod tests {
             direction: Direction::ClientToServer,
         };
         let mut e = Editor::new(
-            &Registry::standard(),
+            &Registry::shared(),
             std::sync::Arc::new(Context::default()),
             source,
             Some("fesl"),

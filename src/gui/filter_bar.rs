@@ -131,7 +131,7 @@ fn work(
     progress: &Progress,
     wake: &dyn Fn(),
 ) {
-    let registry = Registry::standard();
+    let registry = Registry::shared();
     let reply = |id: u64, matches: Option<Matches>| {
         let _ = replies.send(Reply { id, matches });
         progress.phase.store(0, Ordering::Relaxed);

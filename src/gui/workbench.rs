@@ -52,7 +52,7 @@ pub struct Notice {
 }
 
 pub struct Workbench {
-    registry: Registry,
+    registry: Arc<Registry>,
     /// Schemas and keys: the engine's when one runs, else the built-in ones.
     context: Arc<Context>,
     labeller: Option<Labeller>,
@@ -75,11 +75,8 @@ pub struct Workbench {
 impl Default for Workbench {
     fn default() -> Self {
         Workbench {
-            registry: Registry::standard(),
-            context: Arc::new(crate::engine::decoding::decode_context(
-                &[],
-                Some(&crate::engine::config::Config::default().certs_dir),
-            )),
+            registry: Registry::shared(),
+            context: Arc::new(file_context()),
             labeller: None,
             decode: None,
             node: None,
@@ -95,12 +92,26 @@ impl Default for Workbench {
     }
 }
 
+/// What a window without an engine decodes with: the configuration in the working
+/// directory, as `inspect` and the engine would use it.
+fn file_context() -> Context {
+    use crate::engine::config::{Config, DEFAULT_CONFIG_FILE};
+    let config =
+        Config::load_if_present(std::path::Path::new(DEFAULT_CONFIG_FILE)).unwrap_or_else(|e| {
+            tracing::warn!("{e}; decoding with the defaults");
+            Config::default()
+        });
+    crate::engine::decoding::decode_context_for(&config, None)
+}
+
 impl Workbench {
     /// Keeps the labeller on the shown store and the selected packet's decode current.
+    /// `live`: the store is the engine's, still growing.
     pub fn update(
         &mut self,
         ctx: &egui::Context,
         store: Option<&Arc<CaptureStore>>,
+        live: bool,
         data: Option<&StoreData>,
         selected: Option<PacketId>,
     ) {
@@ -110,6 +121,7 @@ impl Workbench {
                 self.labeller = Some(Labeller::start(
                     store.clone(),
                     self.context.clone(),
+                    live,
                     move || ctx.request_repaint(),
                 ));
                 self.decode = None;
@@ -141,7 +153,11 @@ impl Workbench {
                 };
                 if stale {
                     let same = self.decode.as_ref().is_some_and(|d| d.packet == id);
-                    self.decode = PacketDecode::of(&self.registry, &self.context, data, id);
+                    let chosen = data.packet(id).and_then(|p| {
+                        let labels = self.labeller.as_ref()?.summaries();
+                        labels.protocol(p.connection)
+                    });
+                    self.decode = PacketDecode::of(&self.registry, &self.context, data, id, chosen);
                     if !same {
                         self.node = None;
                     }

@@ -5,6 +5,7 @@ mod common;
 
 mod architecture;
 mod cli;
+mod decode_session;
 mod dissect_fesl;
 mod dissect_gp;
 mod dissect_http1;
