@@ -217,6 +217,15 @@ impl Engine {
     /// authority, keys, schemas, every enabled route) goes on on the runtime and is told as
     /// [`Event::Starting`] and then [`Event::Ready`]. Commands sent meanwhile wait for it.
     pub fn launch(config: Config, options: StartOptions) -> Result<Engine, EngineError> {
+        Engine::launch_subscribed(config, options).map(|(engine, _)| engine)
+    }
+
+    /// [`Engine::launch`], with a subscription made before start-up begins, so that it
+    /// sees every start-up event.
+    pub fn launch_subscribed(
+        config: Config,
+        options: StartOptions,
+    ) -> Result<(Engine, Events), EngineError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("gamewire-engine")
@@ -267,13 +276,17 @@ impl Engine {
             ready: watch::Sender::new(false),
         });
         let (commands, queue) = mpsc::unbounded_channel();
+        let events = Events {
+            rx: shared.events.subscribe(),
+        };
         runtime.spawn(startup::run(shared.clone(), queue));
-        Ok(Engine {
+        let engine = Engine {
             runtime: Some(runtime),
             shared,
             commands,
             next_id: AtomicU64::new(1),
-        })
+        };
+        Ok((engine, events))
     }
 
     /// [`Engine::launch`], then waits until start-up is over: for the command line and

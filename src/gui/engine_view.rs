@@ -12,8 +12,9 @@ use crate::engine::{
     Command, CommandId, Engine, EngineState, Event, Events, Held, RouteStatus, Rule, Startup,
 };
 
-/// Events that come close together wake the window once.
-const WAKE_COALESCE: Duration = Duration::from_millis(8);
+/// Events that come close together wake the window once: live traffic redraws it at most
+/// about 30 times a second, and the first event after a quiet spell at once.
+const WAKE_COALESCE: Duration = Duration::from_millis(33);
 
 pub struct EngineView {
     engine: Engine,
@@ -68,7 +69,12 @@ impl EngineView {
                     }
                 }
                 Event::Breakpoints(rules) => self.state.breakpoints = rules.clone(),
-                Event::Held(h) => self.state.held.push(h.clone()),
+                Event::Held(h) => {
+                    // Held before the window's first look at the state: it is there already.
+                    if !self.state.held.iter().any(|x| x.id == h.id) {
+                        self.state.held.push(h.clone());
+                    }
+                }
                 Event::Released { id, .. } => self.state.held.retain(|h| h.id != *id),
                 Event::Lagged(_) => {
                     // Missed events: start again from the engine's state now.

@@ -14,6 +14,7 @@ mod dissect_hytale;
 mod dissect_json_jwt;
 mod dissect_protobuf;
 mod dissect_sc;
+mod engine_api;
 mod engine_ra3;
 mod engine_taps;
 mod engine_tls;
