@@ -85,7 +85,7 @@ pub fn choose(
     // The client's bytes are tried first: once they are final and match, nothing the server
     // sends can change the answer.
     let client_match = registry.choose(connection, &sides[..1], forced).is_some();
-    if (c2s_final && client_match) || (c2s_final && s2c_final) {
+    if c2s_final && (client_match || s2c_final) {
         Choice::Decided(found)
     } else {
         Choice::Undecided
