@@ -127,7 +127,8 @@ fn start_up_is_told_step_by_step_and_commands_are_answered_by_events() {
             .any(|e| matches!(e, Event::Route { status, reason }
         if status.state == RouteState::Stopped && reason == "stopped by the user"))
     );
-    assert!(TcpStream::connect(listen).is_err(), "the port is closed");
+    // The listener closes on its own task, just after the answer.
+    crate::engine_taps::eventually("the port to close", || TcpStream::connect(listen).is_err());
 
     let restart = engine.send(Command::RestartRoute("web".into()));
     let got = events_until(
