@@ -34,29 +34,32 @@ fn connection(client: &str, server: &str, ms: i64) -> Connection {
     )
 }
 
-/// A FESL-looking connection and an HTTP/1 one with two exchanges.
+/// A FESL-looking connection and an HTTP/1 one with two exchanges, interleaved.
 fn capture() -> StoreData {
     let mut data = StoreData::new();
     let fesl = data.add_connection(connection("127.0.0.1:50000", "10.0.0.2:18680", 0));
-    let mut http = connection("127.0.0.1:50001", "10.0.0.3:80", 5);
-    http.protocol = Some("http".into());
-    let http = data.add_connection(http);
-    for (conn, dir, ms, bytes) in [
-        (
-            fesl,
-            Direction::ClientToServer,
-            10,
-            &b"fsys\xc0\x00\x00\x01"[..],
-        ),
-        (http, Direction::ClientToServer, 30, REQUEST),
-        (fesl, Direction::ServerToClient, 35, b"fsys\x80\x00\x00\x01"),
-        (http, Direction::ServerToClient, 42, RESPONSE),
-        (http, Direction::ClientToServer, 50, SECOND),
-        (http, Direction::ServerToClient, 51, SECOND_REPLY),
-    ] {
-        data.append(NewPacket::new(conn, dir, at(ms), bytes.to_vec()))
-            .unwrap();
-    }
+    let http = data.add_connection(Connection {
+        protocol: Some("http".into()),
+        ..connection("127.0.0.1:50001", "10.0.0.3:80", 5)
+    });
+    let mut send = |conn, ms, bytes: &[u8], reply_ms, reply: &[u8]| {
+        for (dir, ms, bytes) in [
+            (Direction::ClientToServer, ms, bytes),
+            (Direction::ServerToClient, reply_ms, reply),
+        ] {
+            data.append(NewPacket::new(conn, dir, at(ms), bytes.to_vec()))
+                .unwrap();
+        }
+    };
+    send(
+        fesl,
+        10,
+        b"fsys\xc0\x00\x00\x01",
+        20,
+        b"fsys\x80\x00\x00\x01",
+    );
+    send(http, 30, REQUEST, 42, RESPONSE);
+    send(http, 50, SECOND, 51, SECOND_REPLY);
     data
 }
 

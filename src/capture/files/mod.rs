@@ -11,7 +11,8 @@
 //! live store a bounded slice of packets per read lock (recording goes on between slices),
 //! writes `NAME.part` beside the target, syncs it to disk, renames it onto the target and
 //! syncs the directory. A failure leaves an existing target untouched and removes the
-//! `.part`. `save_with` is `pub(crate)` so no other caller can grow a second save path.
+//! `.part`. `save_with` is `pub(crate)` and called from `dissect::export::save` alone; a new
+//! caller (the engine's Save command included) calls that instead of writing a file itself.
 
 mod save;
 

@@ -153,15 +153,7 @@ fn snapshot<G: Deref<Target = StoreData>>(
             };
             // The copy cannot refuse a packet its source holds; if it somehow did, the
             // packet is left out rather than failing the whole save.
-            let _ = copy.append_parts(
-                *conn,
-                p.direction,
-                p.timestamp,
-                p.data,
-                p.label,
-                p.flags,
-                p.original,
-            );
+            let _ = copy.append_copy(*conn, &p);
         }
         next = end;
         if next >= total {
