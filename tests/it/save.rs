@@ -403,3 +403,49 @@ fn output_names_pick_the_format_and_unknown_ones_list_them_all() {
     assert_eq!(kept, Path::new("x.json"));
     assert_eq!(Format::Har.with_extension("x".into()), Path::new("x.har"));
 }
+
+#[test]
+fn the_engine_save_command_writes_through_the_same_path_and_reports_progress() {
+    use gamewire::engine::{Command, Event, Reply};
+    let (engine, dir) = crate::engine_taps::engine_with(vec![], vec![]);
+    let conn = engine
+        .store()
+        .add_connection(connection("127.0.0.1:40000", "127.0.0.1:9000", 0));
+    for n in 0..60_000 {
+        let p = NewPacket::new(
+            conn,
+            Direction::ClientToServer,
+            Timestamp(n as i64),
+            numbered(n),
+        );
+        engine.store().append(p).unwrap();
+    }
+    let mut events = engine.subscribe();
+    let path = dir.path().join("engine.pcapng");
+    let reply = engine.call(Command::Save { path: path.clone() }).unwrap();
+    assert!(
+        matches!(&reply, Reply::Done(text) if text.contains("pcapng")),
+        "{reply:?}"
+    );
+    let mut progress = Vec::new();
+    while let Some(event) = events.try_next() {
+        if let Event::Progress { done, total, .. } = event {
+            progress.push((done, total));
+        }
+    }
+    assert!(progress.len() > 1, "{progress:?}");
+    assert_eq!(progress.last(), Some(&(1000, 1000)));
+    assert!(!part_of(&path).exists());
+    let back = files::open(&path, &OpenOptions { skip_bad: false }).unwrap();
+    assert_eq!(back.data.packet_count(), 60_000);
+    assert_eq!(back.data.packets().last().unwrap().data, numbered(59_999));
+
+    // An unknown extension is refused with the file named, and nothing is written.
+    let bad = dir.path().join("engine.txt");
+    let err = engine
+        .call(Command::Save { path: bad.clone() })
+        .unwrap_err();
+    assert!(err.to_string().contains("engine.txt"), "{err}");
+    assert!(!bad.exists());
+    engine.shutdown().unwrap();
+}
