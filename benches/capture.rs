@@ -15,9 +15,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use gamewire::capture::files::{Format, Scope, Source};
 use gamewire::capture::{
-    CaptureStore, Connection, Direction, PacketFlags, Timestamp, Transport, gwcap, sdjson,
+    CaptureStore, Connection, Direction, PacketFlags, StoreData, Timestamp, Transport, gwcap,
+    sdjson,
 };
+use gamewire::dissect::export;
+
+fn save(data: &StoreData, path: &std::path::Path, format: Format) {
+    export::save(Source::Data(data), path, format, Scope::All, &|_| {}).expect("save");
+}
 
 /// Counts live bytes over the program's allocator (see `src/main.rs`).
 struct Counting;
@@ -103,7 +110,7 @@ fn open_gwcap(c: &mut Criterion) {
     let path = dir.path().join("busy.gwcap");
     {
         let data = gamewire::samples::busy_capture(PACKETS, SIZE, 64);
-        gwcap::save(&data, &path).expect("save");
+        save(&data, &path, Format::Gwcap);
     }
     let before = LIVE.load(Ordering::Relaxed);
     let loaded = gwcap::load(&path).expect("load");
@@ -140,7 +147,7 @@ fn import_sd_json(c: &mut Criterion) {
     let path = dir.path().join("busy.sd.json");
     {
         let data = gamewire::samples::busy_capture(PACKETS, SIZE, 64);
-        sdjson::export_file(&data, &path).expect("export");
+        save(&data, &path, Format::SdJson);
     }
     let mut group = c.benchmark_group("sdjson");
     group

@@ -40,16 +40,8 @@ fn busy_decoded() -> (StoreData, CaptureDecode) {
             if data.packet_count() == PACKETS {
                 break 'fill;
             }
-            data.append_parts(
-                ids[p.connection.0 as usize],
-                p.direction,
-                p.timestamp,
-                p.data,
-                p.label,
-                p.flags,
-                p.original,
-            )
-            .expect("append");
+            data.append_copy(ids[p.connection.0 as usize], &p)
+                .expect("append");
         }
         copy += 1;
     }

@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::capture::files;
+use crate::capture::files::{Format, Scope, Source};
 use crate::capture::{
     Connection, ConnectionId, Direction, NewPacket, PacketFlags, StoreData, Timestamp, TlsInfo,
     Transport,
 };
+use crate::dissect::export;
 use crate::dissect::fesl as fesl_codec;
 use crate::dissect::gp;
 use crate::dissect::hytale;
@@ -42,7 +43,8 @@ pub fn write_all(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn save(data: &StoreData, path: &Path) -> anyhow::Result<PathBuf> {
-    files::save(data, path)?;
+    let format = Format::of_output(path)?;
+    export::save(Source::Data(data), path, format, Scope::All, &|_| {})?;
     Ok(path.to_owned())
 }
 

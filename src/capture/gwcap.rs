@@ -358,29 +358,6 @@ pub fn write_to(data: &StoreData, out: impl Write) -> io::Result<()> {
     w.out.flush()
 }
 
-/// Writes the whole capture to `path` atomically (a temporary file renamed into place), so
-/// a failed save never destroys an earlier good file.
-pub fn save(data: &StoreData, path: &Path) -> Result<(), JournalError> {
-    let io_err = |source| JournalError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".partial");
-    let tmp = PathBuf::from(tmp_name);
-    let result = (|| {
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
-        write_to(data, &mut out)?;
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io_err)
-}
-
 /// Reads a `.gwcap` file. A damaged file is not an error: what comes before the damage is
 /// returned together with where the damage starts.
 pub fn load(path: &Path) -> Result<Loaded, GwcapError> {

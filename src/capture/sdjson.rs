@@ -665,11 +665,6 @@ fn write_pretty_indented(out: &mut impl Write, rec: &OutRecord<'_>) -> io::Resul
     Ok(())
 }
 
-pub fn export_file(data: &StoreData, path: &Path) -> io::Result<()> {
-    let file = std::fs::File::create(path)?;
-    export(data, file, |_| true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -291,6 +291,23 @@ impl StoreData {
         )
     }
 
+    /// Appends a copy of a packet of another capture, to `connection` of this one.
+    pub fn append_copy(
+        &mut self,
+        connection: ConnectionId,
+        p: &PacketRef<'_>,
+    ) -> Result<PacketId, StoreError> {
+        self.append_parts(
+            connection,
+            p.direction,
+            p.timestamp,
+            p.data,
+            p.label,
+            p.flags,
+            p.original,
+        )
+    }
+
     /// `append` without requiring owned buffers, for importers that parse from a file buffer.
     #[allow(clippy::too_many_arguments)]
     pub fn append_parts(

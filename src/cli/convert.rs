@@ -1,17 +1,19 @@
-//! `gamewire convert IN OUT`: between .gwcap, .sd.json and .pcapng.
+//! `gamewire convert IN OUT`: from .gwcap, .sd.json or .pcapng to any of those or to HAR.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::bail;
 
-use crate::capture::files::{self, Format, OpenOptions};
+use crate::capture::files::{self, Format, OpenOptions, Scope, Source};
+use crate::dissect::export;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The capture to read (.gwcap, .sd.json or .json, .pcapng).
+    /// The capture to read (.gwcap, .sd.json or .json, .pcapng). HAR is export-only.
     pub input: PathBuf,
-    /// The file to write; its extension picks the format.
+    /// The file to write; its extension picks the format (.gwcap, .sd.json or .json,
+    /// .pcapng, .har).
     pub output: PathBuf,
     /// Keep the good records of an input that has bad ones, and exit 0.
     #[arg(long)]
@@ -19,13 +21,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    // Check the output name before reading a possibly huge input.
-    if Format::from_path(&args.output).is_none() {
-        bail!(
-            "{}: unknown output format; name it .gwcap, .sd.json (or .json) or .pcapng",
-            args.output.display()
-        );
-    }
+    // Check the output name before reading a possibly huge input. (A HAR input is refused
+    // by `open` before it reads anything.)
+    let format = Format::of_output(&args.output)?;
     if same_file(&args.input, &args.output) {
         bail!(
             "{}: input and output are the same file; choose another output name",
@@ -38,12 +36,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             skip_bad: args.skip_bad,
         },
     )?;
-    let format = files::save(&opened.data, &args.output)?;
+    let saved = export::save(
+        Source::Data(&opened.data),
+        &args.output,
+        format,
+        Scope::All,
+        &|_| {},
+    )?;
+    let exchanges = saved
+        .http_exchanges
+        .map(|n| format!(", {n} HTTP exchanges"))
+        .unwrap_or_default();
     eprintln!(
-        "gamewire: wrote {} ({format}): {} connections, {} packets",
-        args.output.display(),
-        opened.data.connection_count(),
-        opened.data.packet_count()
+        "gamewire: wrote {} ({format}): {} connections, {} packets{exchanges}",
+        saved.path.display(),
+        saved.connections,
+        saved.packets,
     );
     Ok(super::report_warnings(&opened.warnings, args.skip_bad))
 }

@@ -18,6 +18,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::capture::files::{Format, Scope, Source};
+use crate::dissect::export;
+
 /// A file that was read only in part without `--skip-bad`.
 pub const EXIT_PARTIAL: u8 = 3;
 /// The requested front end is not part of this build.
@@ -49,7 +52,8 @@ pub enum Command {
     Serve(serve::Args),
     /// List the connections and packets of a capture file.
     Inspect(inspect::Args),
-    /// Convert a capture between formats, chosen by the file extensions.
+    /// Convert a capture between .gwcap, .sd.json and .pcapng, or export it as HAR; the file
+    /// extensions pick the formats.
     Convert(convert::Args),
     /// The interception CA: where it is, export it, or make a new one.
     Ca(ca::Args),
@@ -118,7 +122,13 @@ fn write_samples(out: &std::path::Path, busy: Option<usize>) -> anyhow::Result<E
             std::fs::create_dir_all(out)?;
             let path = out.join("busy.gwcap");
             let data = crate::samples::busy_capture(packets, 100, 64);
-            crate::capture::files::save(&data, &path)?;
+            export::save(
+                Source::Data(&data),
+                &path,
+                Format::Gwcap,
+                Scope::All,
+                &|_| {},
+            )?;
             vec![path]
         }
         None => crate::samples::write_all(out)?,

@@ -1,6 +1,7 @@
 //! HAR 1.2 export: the HTTP/1 exchanges of a capture as a browser's network log, for tools
 //! that read HAR (browser devtools, Fiddler, mitmproxy). It lives in `dissect` because it
 //! needs the HTTP dissector's parsing; the capture formats proper know nothing of HTTP.
+//! Files are written through [`super::export::save`], like every other format.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};

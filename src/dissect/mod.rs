@@ -7,6 +7,7 @@
 //! resynchronisation that every protocol needs, so dissectors only say where a message ends
 //! and what it contains.
 
+pub mod export;
 pub mod fesl;
 pub mod filter;
 pub mod gp;

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use super::api::{Command, Event, Reply, decision_name};
 use super::{EngineError, Envelope, Shared, demo, routes};
-use crate::dissect::Node;
+use crate::capture::files::{Format, Scope, Source};
+use crate::dissect::{Node, export};
 use crate::proxy::intercept::{Decision, InterceptError};
 
 /// How long a restart keeps trying to bind the port the old listener is letting go of.
@@ -89,13 +90,23 @@ pub(super) async fn handle(shared: &Arc<Shared>, envelope: Envelope) {
         Command::Save { path } => {
             let shared = shared.clone();
             tokio::task::spawn_blocking(move || {
-                let data = shared.recorder.store().read();
-                let r = crate::capture::files::save(&data, &path)
-                    .map(|format| {
-                        Reply::Done(format!("saved {} as {}", path.display(), format.name()))
+                // Copied in slices: the taps keep recording while the file is written.
+                let store = shared.recorder.store();
+                let progress = |done: f32| {
+                    shared.publish(Event::Progress {
+                        id,
+                        done: (done * 1000.0) as u64,
+                        total: 1000,
                     })
-                    .map_err(|e| EngineError::Capture(format!("{}: {e}", path.display())));
-                drop(data);
+                };
+                let r = Format::of_output(&path)
+                    .and_then(|f| {
+                        export::save(Source::Live(store), &path, f, Scope::All, &progress)
+                    })
+                    .map(|saved| {
+                        Reply::Done(format!("saved {} as {}", path.display(), saved.format))
+                    })
+                    .map_err(|e| EngineError::Capture(e.to_string()));
                 finish(r);
             });
         }

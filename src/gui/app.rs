@@ -90,7 +90,7 @@ impl Viewer {
     pub fn save_as(
         &mut self,
         path: PathBuf,
-        format: super::files::OutFormat,
+        format: crate::capture::files::Format,
         scope: super::files::Scope,
     ) {
         let ctx = self.ctx.clone().unwrap_or_default();

@@ -131,7 +131,9 @@ pub fn find_samples(dir: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.is_file() && crate::capture::files::Format::from_path(p).is_some())
+        .filter(|p| {
+            p.is_file() && crate::capture::files::Format::from_path(p).is_some_and(|f| f.can_open())
+        })
         .collect();
     found.sort();
     found.truncate(MAX_SAMPLES);

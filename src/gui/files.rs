@@ -1,13 +1,10 @@
 //! The File menu's work: a path prompt (no desktop portal needed, so it works in any
 //! session), and saves and exports on a thread of their own with a progress bar.
 //!
-//! A save never holds the store's lock for long: a live capture is copied in slices (the
-//! engine keeps recording between them) and written from the copy; a capture read from a
-//! file has no writer, so it is written straight from the store.
+//! The saving itself is `dissect::export::save`, the one save path of the whole program
+//! (slices of a live store, `NAME.part`, sync, rename); this only runs it off the UI thread.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
@@ -15,83 +12,21 @@ use std::time::Instant;
 
 use eframe::egui::{self, Key, RichText, TextEdit, Ui};
 
-use crate::capture::{CaptureStore, ConnectionId, StoreData, gwcap, pcapng, sdjson};
-use crate::dissect::har;
+pub use crate::capture::files::Scope;
+use crate::capture::files::{Format, Saved, Source};
+use crate::capture::{CaptureStore, ConnectionId};
+use crate::dissect::export;
 
 use super::top_bar::expand_path;
 
-/// Packets copied per hold of the store's read lock when saving a live capture.
-const COPY_SLICE: usize = 50_000;
 /// Progress is kept in thousandths in an atomic the window reads.
 const PERMILLE: u32 = 1000;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutFormat {
-    Gwcap,
-    SdJson,
-    Pcapng,
-    Har,
-}
-
-impl OutFormat {
-    pub fn extension(self) -> &'static str {
-        match self {
-            OutFormat::Gwcap => ".gwcap",
-            OutFormat::SdJson => ".sd.json",
-            OutFormat::Pcapng => ".pcapng",
-            OutFormat::Har => ".har",
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            OutFormat::Gwcap => "gwcap",
-            OutFormat::SdJson => "sd.json",
-            OutFormat::Pcapng => "pcapng",
-            OutFormat::Har => "HAR",
-        }
-    }
-
-    /// `path`, with this format's extension added unless it already ends in it.
-    pub fn with_extension(self, path: PathBuf) -> PathBuf {
-        let name = path.to_string_lossy().to_ascii_lowercase();
-        let has = match self {
-            OutFormat::SdJson => name.ends_with(".json"),
-            other => name.ends_with(other.extension()),
-        };
-        if has {
-            path
-        } else {
-            let mut s = path.into_os_string();
-            s.push(self.extension());
-            PathBuf::from(s)
-        }
-    }
-
-    /// Rough output size, only for the progress bar.
-    fn estimate(self, data: &StoreData) -> u64 {
-        let (raw, packets) = (data.raw_bytes(), data.packet_count() as u64);
-        match self {
-            OutFormat::Gwcap => raw + packets * 40,
-            OutFormat::SdJson => raw * 3 + packets * 200,
-            OutFormat::Pcapng => raw + packets * 100,
-            OutFormat::Har => raw * 2 + packets * 300,
-        }
-    }
-}
-
-/// Which connections a save or export covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scope {
-    All,
-    Connection(ConnectionId),
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DialogKind {
     Open,
     ImportSdJson,
-    Save(OutFormat),
+    Save(Format),
 }
 
 impl DialogKind {
@@ -99,7 +34,7 @@ impl DialogKind {
         match self {
             DialogKind::Open => "Open a capture".into(),
             DialogKind::ImportSdJson => "Import sd.json".into(),
-            DialogKind::Save(OutFormat::Gwcap) => "Save capture as .gwcap".into(),
+            DialogKind::Save(Format::Gwcap) => "Save capture as .gwcap".into(),
             DialogKind::Save(f) => format!("Export as {}", f.name()),
         }
     }
@@ -108,7 +43,7 @@ impl DialogKind {
         match self {
             DialogKind::Open => "Open",
             DialogKind::ImportSdJson => "Import",
-            DialogKind::Save(OutFormat::Gwcap) => "Save",
+            DialogKind::Save(Format::Gwcap) => "Save",
             DialogKind::Save(_) => "Export",
         }
     }
@@ -128,7 +63,7 @@ pub enum Request {
     Open(PathBuf),
     Save {
         path: PathBuf,
-        format: OutFormat,
+        format: Format,
         scope: Scope,
     },
 }
@@ -262,7 +197,7 @@ fn recent_list(ui: &mut Ui, kind: DialogKind, recent: &[PathBuf], path: &mut Str
 /// A save or export under way on its thread.
 pub struct Job {
     pub path: PathBuf,
-    pub format: OutFormat,
+    pub format: Format,
     pub started: Instant,
     progress: Arc<AtomicU32>,
     result: Receiver<Result<String, String>>,
@@ -292,7 +227,7 @@ pub fn start_save(
     store: Arc<CaptureStore>,
     live: bool,
     path: PathBuf,
-    format: OutFormat,
+    format: Format,
     scope: Scope,
     wake: impl Fn() + Send + 'static,
 ) -> Job {
@@ -302,8 +237,18 @@ pub fn start_save(
     let spawned = std::thread::Builder::new()
         .name("gamewire-save".into())
         .spawn(move || {
-            let outcome = save(&store, live, &thread_path, format, scope, &thread_progress);
-            let _ = send.send(outcome);
+            let report = |done: f32| {
+                thread_progress.store((done * PERMILLE as f32) as u32, Ordering::Relaxed)
+            };
+            let outcome = if live {
+                export::save(Source::Live(&store), &thread_path, format, scope, &report)
+            } else {
+                // Nothing else writes to a capture read from a file: no copy is needed, and
+                // the read lock held meanwhile stalls no one.
+                let data = store.read();
+                export::save(Source::Data(&data), &thread_path, format, scope, &report)
+            };
+            let _ = send.send(outcome.map(|s| summary(&s)).map_err(|e| e.to_string()));
             wake();
         });
     let result = match spawned {
@@ -323,134 +268,12 @@ pub fn start_save(
     }
 }
 
-fn save(
-    store: &CaptureStore,
-    live: bool,
-    path: &Path,
-    format: OutFormat,
-    scope: Scope,
-    progress: &AtomicU32,
-) -> Result<String, String> {
-    let fail = |e: io::Error| format!("{}: {e}", path.display());
-    if live || scope != Scope::All {
-        let copy = snapshot(store, scope, progress);
-        write_file(&copy, path, format, progress, PERMILLE / 2).map_err(fail)
-    } else {
-        let data = store.read();
-        write_file(&data, path, format, progress, 0).map_err(fail)
-    }
-}
-
-/// A copy of the connections `scope` covers and their packets, taken a slice at a time.
-/// Progress goes from 0 to half way.
-pub fn snapshot(store: &CaptureStore, scope: Scope, progress: &AtomicU32) -> StoreData {
-    let mut copy = StoreData::new();
-    let mut ids: Vec<Option<ConnectionId>> = Vec::new();
-    let total = store.read().packet_count().max(1);
-    let mut next = 0;
-    loop {
-        let data = store.read();
-        for conn in &data.connections()[ids.len()..] {
-            let wanted = match scope {
-                Scope::All => true,
-                Scope::Connection(c) => c == conn.id,
-            };
-            ids.push(wanted.then(|| copy.add_connection(conn.clone())));
-        }
-        let end = data.packet_count().min(next + COPY_SLICE).min(total);
-        for index in next..end {
-            let Some(p) = data.packet(crate::capture::PacketId(index as u64)) else {
-                continue;
-            };
-            let Some(Some(conn)) = usize::try_from(p.connection.0)
-                .ok()
-                .and_then(|i| ids.get(i))
-            else {
-                continue;
-            };
-            let mut packet = p.to_packet().into_new();
-            packet.connection = *conn;
-            // A packet the copy refuses (it cannot, being a subset of a valid store) is
-            // simply left out.
-            let _ = copy.append(packet);
-        }
-        next = end;
-        progress.store(
-            (next as u64 * u64::from(PERMILLE / 2) / total as u64) as u32,
-            Ordering::Relaxed,
-        );
-        if next >= total {
-            break;
-        }
-    }
-    copy
-}
-
-/// Writes beside the target and renames at the end, so a failed save never leaves half a
-/// file under the name the user asked for.
-fn write_file(
-    data: &StoreData,
-    path: &Path,
-    format: OutFormat,
-    progress: &AtomicU32,
-    from: u32,
-) -> io::Result<String> {
-    let mut part = path.as_os_str().to_owned();
-    part.push(".part");
-    let part = PathBuf::from(part);
-    let file = File::create(&part)?;
-    let mut out = Counting {
-        inner: BufWriter::with_capacity(1 << 20, file),
-        written: 0,
-        estimate: format.estimate(data).max(1),
-        progress,
-        from,
-    };
-    let written = match format {
-        OutFormat::Gwcap => gwcap::write_to(data, &mut out),
-        OutFormat::SdJson => sdjson::export(data, &mut out, |_| true),
-        OutFormat::Pcapng => pcapng::export(data, &mut out, |_| true),
-        OutFormat::Har => har::export(data, &mut out, |_| true).map(|_| ()),
-    }
-    .and_then(|()| out.flush());
-    let bytes = out.written;
-    drop(out);
-    if let Err(e) = written.and_then(|()| std::fs::rename(&part, path)) {
-        let _ = std::fs::remove_file(&part);
-        return Err(e);
-    }
-    progress.store(PERMILLE, Ordering::Relaxed);
-    Ok(format!(
+fn summary(saved: &Saved) -> String {
+    format!(
         "Saved {} connections, {} packets to {} ({})",
-        data.connection_count(),
-        data.packet_count(),
-        path.display(),
-        super::text::human_bytes(bytes)
-    ))
-}
-
-/// Counts what is written, for the progress bar.
-struct Counting<'a, W: Write> {
-    inner: W,
-    written: u64,
-    estimate: u64,
-    progress: &'a AtomicU32,
-    from: u32,
-}
-
-impl<W: Write> Write for Counting<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.written += n as u64;
-        let span = u64::from(PERMILLE - self.from);
-        // The estimate is rough; stop short of done until the file is renamed.
-        let part = (self.written * span / self.estimate).min(span * 99 / 100);
-        self.progress
-            .store(self.from + part as u32, Ordering::Relaxed);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
+        saved.connections,
+        saved.packets,
+        saved.path.display(),
+        super::text::human_bytes(saved.bytes)
+    )
 }

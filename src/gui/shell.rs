@@ -8,12 +8,13 @@ use std::sync::Arc;
 use eframe::egui::{self, Color32, RichText, Ui};
 
 use super::engine_view::EngineView;
+use crate::capture::files::Format;
 use crate::capture::{ConnectionId, StoreData};
 use crate::engine::log_ring::LogRing;
 
 use super::audit::AuditPane;
 use super::demo::DemoPane;
-use super::files::{self, Dialog, DialogKind, Job, OutFormat, Request, Scope};
+use super::files::{self, Dialog, DialogKind, Job, Request, Scope};
 use super::log_pane::LogPane;
 use super::plot::{self, Traffic};
 use super::settings::{self, Settings, Shortcut, Theme, WatchTab};
@@ -146,14 +147,14 @@ impl Shell {
                 ui.separator();
                 let idle = has_capture && self.job.is_none();
                 if item(ui, "Save capture as .gwcap…", Some(Shortcut::Save), idle) {
-                    self.open_dialog(DialogKind::Save(OutFormat::Gwcap), state);
+                    self.open_dialog(DialogKind::Save(Format::Gwcap), state);
                 }
                 for (text, f) in [
-                    ("Export sd.json…", OutFormat::SdJson),
-                    ("Export pcapng…", OutFormat::Pcapng),
-                    ("Export HAR…", OutFormat::Har),
+                    ("Export sd.json…", Format::SdJson),
+                    ("Export pcapng…", Format::Pcapng),
+                    ("Export HAR…", Format::Har),
                 ] {
-                    let which = (f == OutFormat::SdJson).then_some(Shortcut::Export);
+                    let which = (f == Format::SdJson).then_some(Shortcut::Export);
                     if item(ui, text, which, idle) {
                         self.open_dialog(DialogKind::Save(f), state);
                     }
@@ -405,7 +406,7 @@ impl Shell {
         ctx: &egui::Context,
         state: &ViewerState,
         path: PathBuf,
-        format: OutFormat,
+        format: Format,
         scope: Scope,
     ) {
         let (Some(store), Some(capture)) = (state.store(), state.capture()) else {
@@ -435,10 +436,10 @@ impl Shell {
             match shortcut {
                 Shortcut::Open => self.open_dialog(DialogKind::Open, state),
                 Shortcut::Save if state.capture().is_some() && self.job.is_none() => {
-                    self.open_dialog(DialogKind::Save(OutFormat::Gwcap), state)
+                    self.open_dialog(DialogKind::Save(Format::Gwcap), state)
                 }
                 Shortcut::Export if state.capture().is_some() && self.job.is_none() => {
-                    self.open_dialog(DialogKind::Save(OutFormat::SdJson), state)
+                    self.open_dialog(DialogKind::Save(Format::SdJson), state)
                 }
                 Shortcut::Save | Shortcut::Export => {}
                 Shortcut::FocusFilter => ctx.data_mut(|d| {

@@ -108,6 +108,75 @@ fn convert_between_gwcap_and_sd_json_keeps_the_traffic() {
 }
 
 #[test]
+fn convert_exports_har_and_refuses_har_as_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = gamewire::capture::StoreData::new();
+    let conn = data.add_connection(gamewire::capture::Connection::new(
+        "127.0.0.1:50001".parse().unwrap(),
+        "10.0.0.3:80".parse().unwrap(),
+        gamewire::capture::Transport::Tcp,
+        gamewire::capture::Timestamp(1_754_607_232_000_000_000),
+    ));
+    for (direction, ms, bytes) in [
+        (
+            gamewire::capture::Direction::ClientToServer,
+            0,
+            &b"PUT /save/7 HTTP/1.1\r\nHost: game.test\r\nContent-Length: 5\r\n\r\nlevel"[..],
+        ),
+        (
+            gamewire::capture::Direction::ServerToClient,
+            8,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nsaved",
+        ),
+    ] {
+        let at = gamewire::capture::Timestamp(1_754_607_232_000_000_000 + ms * 1_000_000);
+        data.append(gamewire::capture::NewPacket::new(
+            conn,
+            direction,
+            at,
+            bytes.to_vec(),
+        ))
+        .unwrap();
+    }
+    let gwcap_in = dir.path().join("web.gwcap");
+    common::save(&data, &gwcap_in);
+    let har = dir.path().join("web.har");
+    let out = run(&["convert", p(&gwcap_in), p(&har)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("(HAR)"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("1 HTTP exchanges"),
+        "{}",
+        stderr(&out)
+    );
+    let parsed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&har).unwrap()).unwrap();
+    let entries = parsed["log"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["request"]["method"], "PUT");
+    assert_eq!(entries[0]["request"]["url"], "http://game.test/save/7");
+    assert_eq!(entries[0]["request"]["postData"]["text"], "level");
+    assert_eq!(entries[0]["response"]["status"], 200);
+    assert_eq!(entries[0]["response"]["content"]["text"], "saved");
+    assert!(!dir.path().join("web.har.part").exists());
+
+    // HAR cannot be read back: one line naming the file, and nothing written.
+    let back = dir.path().join("back.gwcap");
+    let out = run(&["convert", p(&har), p(&back)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("web.har") && err.contains("export-only"),
+        "{err}"
+    );
+    assert!(!back.exists());
+    let out = run(&["inspect", p(&har)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("export-only"), "{}", stderr(&out));
+}
+
+#[test]
 fn errors_are_one_line_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.gwcap");

@@ -1,10 +1,18 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use gamewire::capture::files::{Format, Scope, Source};
 use gamewire::capture::{
     Connection, ConnectionId, Direction, NewPacket, PacketFlags, StoreData, Timestamp, TlsInfo,
     Transport,
 };
+
+/// Writes `data` to `path` through the program's one save path, in the format the name asks
+/// for.
+pub fn save(data: &StoreData, path: &std::path::Path) {
+    let format = Format::of_output(path).unwrap();
+    gamewire::dissect::export::save(Source::Data(data), path, format, Scope::All, &|_| {}).unwrap();
+}
 
 /// A capture that exercises every field of the model: IPv4 and IPv6, all transports, TLS
 /// facts, labels, flags, an edited packet with its original, an open and a closed

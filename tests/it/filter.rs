@@ -487,7 +487,7 @@ proptest! {
 fn inspect_filter_prints_only_matching_packets() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("all.gwcap");
-    gamewire::capture::files::save(&gamewire::samples::all_samples(), &path).unwrap();
+    common::save(&gamewire::samples::all_samples(), &path);
     let run = |args: &[&str]| {
         Command::new(common::gamewire_bin())
             .arg("inspect")

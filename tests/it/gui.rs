@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use gamewire::capture::files;
 use gamewire::capture::{
     CaptureStore, Connection, ConnectionId, Direction, NewPacket, PacketFlags, PacketId, StoreData,
     Timestamp, Transport,
@@ -89,7 +88,7 @@ fn sample_data() -> StoreData {
 
 fn write_sample(dir: &Path) -> PathBuf {
     let path = dir.join("session.gwcap");
-    files::save(&sample_data(), &path).expect("save sample capture");
+    crate::common::save(&sample_data(), &path);
     path
 }
 
@@ -137,7 +136,7 @@ fn empty_state_tells_a_new_user_what_to_do() {
 fn empty_state_offers_the_sample_captures_and_opens_one() {
     let samples = tempfile::tempdir().expect("tempdir");
     write_sample(samples.path());
-    files::save(&sample_data(), &samples.path().join("login.sd.json")).expect("save");
+    crate::common::save(&sample_data(), &samples.path().join("login.sd.json"));
     std::fs::write(samples.path().join("notes.txt"), "not a capture").expect("write");
     let mut harness = harness(Viewer::new(None).with_samples_dir(samples.path()));
     harness.run();

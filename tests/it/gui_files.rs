@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use eframe::egui::{self, Key, Modifiers, accesskit::Role};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use gamewire::capture::files::{self, OpenOptions};
+use gamewire::capture::files::{self, Format, OpenOptions, Scope};
 use gamewire::capture::{
     CaptureStore, Connection, Direction, NewPacket, StoreData, Timestamp, Transport,
 };
@@ -24,7 +24,6 @@ use gamewire::engine::config::{Config, ServerConfig, TapConfig};
 use gamewire::engine::log_ring::LogRing;
 use gamewire::engine::{Engine, StartOptions};
 use gamewire::gui::Viewer;
-use gamewire::gui::files::{OutFormat, Scope};
 use gamewire::gui::settings::{Settings, Theme, WatchTab};
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -96,7 +95,7 @@ fn step_until(harness: &mut Harness<'_, Viewer>, what: &str, done: impl Fn(&View
 
 fn opened(dir: &Path) -> Harness<'static, Viewer> {
     let path = dir.join("session.gwcap");
-    files::save(&sample(), &path).unwrap();
+    crate::common::save(&sample(), &path);
     let mut harness = harness(Viewer::new(Some(path)).with_log_ring(LogRing::new(100)));
     step_until(&mut harness, "the capture to load", |v| {
         !v.is_loading() && v.state().capture().is_some()
@@ -208,7 +207,7 @@ fn a_save_to_a_missing_directory_is_reported_and_leaves_nothing() {
     let target = dir.path().join("no/such/dir/out.gwcap");
     harness
         .state_mut()
-        .save_as(target.clone(), OutFormat::Gwcap, Scope::All);
+        .save_as(target.clone(), Format::Gwcap, Scope::All);
     step_until(&mut harness, "the save", |v| !v.shell().is_saving());
     assert!(matches!(harness.state().shell().status(), Some(Err(_))));
     harness.get_by_label_contains("Could not save:");
@@ -415,7 +414,7 @@ fn a_busy_live_store_saves_while_it_grows() {
     let target = dir.path().join("busy.gwcap");
     harness
         .state_mut()
-        .save_as(target.clone(), OutFormat::Gwcap, Scope::All);
+        .save_as(target.clone(), Format::Gwcap, Scope::All);
     // Keep appending while it saves: the copy takes slices, so the writer is never stuck.
     let mut appended = 0;
     while harness.state().shell().is_saving() {

@@ -13,7 +13,7 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
 use gamewire::capture::{
     Connection, ConnectionId, Direction, NewPacket, PacketFlags, PacketId, StoreData, Timestamp,
-    Transport, files,
+    Transport,
 };
 use gamewire::dissect::fesl::{Tag, write_packet};
 use gamewire::engine::config::{Config, ServerConfig, TapConfig};
@@ -74,7 +74,7 @@ fn fesl_capture(dir: &Path) -> (std::path::PathBuf, Vec<u8>) {
         .expect("append");
     }
     let path = dir.join("fesl.gwcap");
-    files::save(&data, &path).expect("save");
+    crate::common::save(&data, &path);
     (path, ping)
 }
 

@@ -5,6 +5,7 @@ use crate::common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gamewire::capture::files::{Format, Scope, Source};
 use gamewire::capture::gwcap::{self, GwcapError};
 use gamewire::capture::{
     CaptureStore, Connection, Direction, NewPacket, PacketFlags, StoreData, Timestamp, Transport,
@@ -14,7 +15,7 @@ use proptest::prelude::*;
 fn saved(data: &StoreData) -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.gwcap");
-    gwcap::save(data, &path).unwrap();
+    common::save(data, &path);
     let bytes = std::fs::read(&path).unwrap();
     (dir, path, bytes)
 }
@@ -229,7 +230,15 @@ fn a_failed_save_keeps_the_earlier_file() {
     let data = common::rich_capture();
     let (dir, path, before) = saved(&data);
     // Saving into a directory that does not exist fails without touching the good file.
-    assert!(gwcap::save(&data, &dir.path().join("missing/x.gwcap")).is_err());
+    let missing = dir.path().join("missing/x.gwcap");
+    let saved = gamewire::dissect::export::save(
+        Source::Data(&data),
+        &missing,
+        Format::Gwcap,
+        Scope::All,
+        &|_| {},
+    );
+    assert!(saved.is_err());
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
 

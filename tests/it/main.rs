@@ -32,6 +32,7 @@ mod journal_crash;
 mod pcapng;
 mod proxy_http;
 mod ra3_servers;
+mod save;
 mod sc_services;
 mod sdjson;
 mod serve;

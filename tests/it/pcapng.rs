@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common;
 use gamewire::capture::pcapng::{self, Imported, PcapngError};
 use gamewire::capture::{
     Connection, ConnectionId, Direction, PacketFlags, StoreData, Timestamp, TlsInfo, Transport,
@@ -320,7 +321,7 @@ fn tshark(args: &[&str]) -> String {
 fn exported(data: &StoreData) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("capture.pcapng");
-    pcapng::export_file(data, &path).unwrap();
+    common::save(data, &path);
     (dir, path)
 }
 

@@ -123,11 +123,6 @@ pub fn export(
     export::write(data, out, keep)
 }
 
-pub fn export_file(data: &StoreData, path: &Path) -> io::Result<()> {
-    let file = std::fs::File::create(path)?;
-    export(data, file, |_| true)
-}
-
 pub fn import_file(path: &Path, skip_bad: bool) -> Result<Imported, PcapngError> {
     let bytes = std::fs::read(path).map_err(|source| PcapngError::Io {
         path: path.to_owned(),
