@@ -4,12 +4,14 @@
 use std::sync::{Arc, OnceLock};
 
 use gamewire::security::{HashCost, Store};
-use gamewire::servers::Ra3Config;
+use gamewire::servers::fesl::FeslConfig;
+use gamewire::servers::gp::GpConfig;
 
 pub struct Harness {
     pub rt: tokio::runtime::Runtime,
     pub store: Store,
-    pub config: Arc<Ra3Config>,
+    pub fesl: Arc<FeslConfig>,
+    pub gp: Arc<GpConfig>,
 }
 
 pub fn harness() -> &'static Harness {
@@ -30,7 +32,8 @@ pub fn harness() -> &'static Harness {
         Harness {
             rt,
             store,
-            config: Arc::new(Ra3Config::default()),
+            fesl: Arc::new(FeslConfig::default()),
+            gp: Arc::new(GpConfig::default()),
         }
     })
 }

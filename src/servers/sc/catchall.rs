@@ -207,6 +207,23 @@ pub async fn run(
     .await
 }
 
+/// The catch-all server's entry in [`crate::servers::registry::REGISTRY`].
+pub struct CatchallServer;
+
+impl crate::servers::registry::EmulatedServer for CatchallServer {
+    type Settings = crate::servers::registry::NoSettings;
+
+    fn start(
+        &self,
+        _: Self::Settings,
+        ctx: crate::servers::ServerContext,
+        listener: TcpListener,
+    ) -> Result<crate::servers::registry::Serve, String> {
+        let server = CatchAll::new(ctx.sc.catchall.clone(), ctx.schemas);
+        Ok(Box::pin(run(listener, server, ctx.shutdown)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

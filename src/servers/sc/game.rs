@@ -310,3 +310,25 @@ pub async fn run(
         .await
         .map_err(|e| GameError::Serve(e.to_string()))
 }
+
+/// The game server's entry in [`crate::servers::registry::REGISTRY`].
+pub struct GameServer;
+
+impl crate::servers::registry::EmulatedServer for GameServer {
+    type Settings = crate::servers::registry::NoSettings;
+    const USES_SC_SIGNER: bool = true;
+
+    fn start(
+        &self,
+        _: Self::Settings,
+        ctx: crate::servers::ServerContext,
+        listener: TcpListener,
+    ) -> Result<crate::servers::registry::Serve, String> {
+        let (sc, shutdown) = (ctx.sc_ctx()?, ctx.shutdown);
+        Ok(Box::pin(async move {
+            run(listener, sc, shutdown)
+                .await
+                .map_err(std::io::Error::other)
+        }))
+    }
+}

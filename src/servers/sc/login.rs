@@ -110,6 +110,24 @@ pub async fn run(
     .await
 }
 
+/// The login server's entry in [`crate::servers::registry::REGISTRY`].
+pub struct LoginServer;
+
+impl crate::servers::registry::EmulatedServer for LoginServer {
+    type Settings = crate::servers::registry::NoSettings;
+    const USES_SC_SIGNER: bool = true;
+
+    fn start(
+        &self,
+        _: Self::Settings,
+        ctx: crate::servers::ServerContext,
+        listener: TcpListener,
+    ) -> Result<crate::servers::registry::Serve, String> {
+        let shutdown = ctx.shutdown.clone();
+        Ok(Box::pin(run(listener, ctx.sc_ctx()?, shutdown)))
+    }
+}
+
 const STYLE: &str = "body{font-family:sans-serif;max-width:40em;margin:2em auto}\
     label{display:block;margin:.5em 0}table{border-collapse:collapse}\
     td,th{border:1px solid #999;padding:.2em .5em}";
