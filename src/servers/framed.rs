@@ -179,3 +179,100 @@ impl<P: Protocol> Session for Framed<P> {
         Framed::has_partial(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines; `bad` lines are malformed, `bye` ends the connection, the rest are echoed.
+    struct Lines;
+
+    impl Protocol for Lines {
+        const NAME: &'static str = "lines";
+
+        fn limits(&self) -> Limits {
+            Limits {
+                max_message: 16,
+                max_bad_messages: 2,
+            }
+        }
+
+        fn frame(&self, buf: &[u8]) -> Framing {
+            match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => Framing::Complete(i + 1),
+                None if buf.first() == Some(&0) => Framing::Unframeable {
+                    skip: 1,
+                    reason: "NUL".into(),
+                },
+                None => Framing::NeedMore(None),
+            }
+        }
+
+        async fn message(&mut self, message: &[u8], out: &mut Vec<u8>) -> Verdict {
+            match message {
+                b"bad\n" => {
+                    out.extend_from_slice(b"ERR\n");
+                    Verdict::Bad
+                }
+                b"bye\n" => Verdict::Close,
+                _ => {
+                    out.extend_from_slice(message);
+                    Verdict::Ok
+                }
+            }
+        }
+
+        fn refuse(&mut self, why: &Refusal, out: &mut Vec<u8>) {
+            out.extend_from_slice(format!("REFUSED {why:?}\n").as_bytes());
+        }
+    }
+
+    fn feed(s: &mut Framed<Lines>, bytes: &[u8]) -> (Vec<u8>, Flow) {
+        let mut out = Vec::new();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let flow = rt.block_on(s.feed(bytes, &mut out));
+        (out, flow)
+    }
+
+    #[test]
+    fn the_bad_message_after_the_limit_closes_and_each_is_answered() {
+        let mut s = Framed::wrap(Lines, "t");
+        assert_eq!(
+            feed(&mut s, b"hi\nbad\n"),
+            (b"hi\nERR\n".to_vec(), Flow::Continue)
+        );
+        assert_eq!(
+            feed(&mut s, b"bad\nok\n"),
+            (b"ERR\nok\n".to_vec(), Flow::Continue)
+        );
+        assert_eq!(s.bad_messages(), 2);
+        // The third is answered too, then the connection ends; what followed is not read.
+        assert_eq!(
+            feed(&mut s, b"bad\nlater\n"),
+            (b"ERR\n".to_vec(), Flow::Close)
+        );
+    }
+
+    #[test]
+    fn partial_messages_wait_and_oversized_or_unframeable_input_is_refused() {
+        let mut s = Framed::wrap(Lines, "t");
+        assert_eq!(feed(&mut s, b"hel"), (Vec::new(), Flow::Continue));
+        assert!(s.has_partial());
+        assert_eq!(feed(&mut s, b"lo\n"), (b"hello\n".to_vec(), Flow::Continue));
+        assert!(!s.has_partial());
+        let (out, flow) = feed(&mut s, &[b'x'; 17]);
+        assert_eq!(
+            (out, flow),
+            (b"REFUSED TooLarge(17)\n".to_vec(), Flow::Close)
+        );
+        assert!(!s.has_partial());
+        let mut s = Framed::wrap(Lines, "t");
+        let (out, flow) = feed(&mut s, b"\0");
+        assert_eq!(flow, Flow::Close);
+        assert_eq!(out, b"REFUSED Unframeable(\"NUL\")\n");
+        let mut s = Framed::wrap(Lines, "t");
+        assert_eq!(feed(&mut s, b"bye\nhi\n"), (Vec::new(), Flow::Close));
+    }
+}

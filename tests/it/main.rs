@@ -35,3 +35,4 @@ mod ra3_servers;
 mod sc_services;
 mod sdjson;
 mod serve;
+mod server_table;

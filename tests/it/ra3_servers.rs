@@ -97,7 +97,7 @@ async fn add(env: &Env, email: &str, persona: Option<&str>) -> i64 {
     u.id
 }
 
-fn get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(crate) fn get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
     pairs
         .iter()
         .find(|(k, _)| k == key)
@@ -128,7 +128,7 @@ fn code_of(r: Result<Vec<(String, String)>, ra3_client::FlowError>) -> u32 {
 }
 
 /// Everything the server sends until it closes (or `wait` passes without a byte).
-async fn read_until_close(s: &mut TcpStream, wait: Duration) -> (Vec<u8>, bool) {
+pub(crate) async fn read_until_close(s: &mut TcpStream, wait: Duration) -> (Vec<u8>, bool) {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -140,7 +140,7 @@ async fn read_until_close(s: &mut TcpStream, wait: Duration) -> (Vec<u8>, bool) 
     }
 }
 
-fn fesl_messages(mut bytes: &[u8]) -> Vec<(fcodec::Header, Vec<(String, String)>)> {
+pub(crate) fn fesl_messages(mut bytes: &[u8]) -> Vec<(fcodec::Header, Vec<(String, String)>)> {
     let mut out = Vec::new();
     while let Ok(h) = fcodec::parse_header(bytes) {
         let n = h.size as usize;
