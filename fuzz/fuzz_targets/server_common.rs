@@ -1,17 +1,13 @@
 //! Shared set-up of the server fuzz targets: one runtime and one in-memory accounts store
 //! (with the test account) for the whole run, so each input only drives a session.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use gamewire::security::{HashCost, Store};
-use gamewire::servers::fesl::FeslConfig;
-use gamewire::servers::gp::GpConfig;
 
 pub struct Harness {
     pub rt: tokio::runtime::Runtime,
     pub store: Store,
-    pub fesl: Arc<FeslConfig>,
-    pub gp: Arc<GpConfig>,
 }
 
 pub fn harness() -> &'static Harness {
@@ -29,12 +25,7 @@ pub fn harness() -> &'static Harness {
             store.ensure_test_account().await.expect("test account");
             store
         });
-        Harness {
-            rt,
-            store,
-            fesl: Arc::new(FeslConfig::default()),
-            gp: Arc::new(GpConfig::default()),
-        }
+        Harness { rt, store }
     })
 }
 

@@ -438,14 +438,26 @@ mod tests {
         let gp = c.servers.get("gp").unwrap();
         assert_eq!(gp.listen.port(), 4000);
         let gp: crate::servers::gp::GpConfig = gp.settings_as().unwrap();
-        assert_eq!(gp.idle_timeout, std::time::Duration::from_millis(500));
-        assert_eq!(gp.read_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(
+            gp.connection.idle_timeout,
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(
+            gp.connection.read_timeout,
+            std::time::Duration::from_secs(30)
+        );
         let text = "[servers.fesl]\nread_timeout_secs = 2\nmax_bad_messages = 1\n";
         let c = Config::parse(text, Path::new("x.toml")).unwrap();
         let fesl: FeslConfig = c.servers.get("fesl").unwrap().settings_as().unwrap();
-        assert_eq!(fesl.read_timeout, std::time::Duration::from_secs(2));
-        assert_eq!(fesl.max_bad_messages, 1);
-        assert_eq!(fesl.idle_timeout, FeslConfig::default().idle_timeout);
+        assert_eq!(
+            fesl.connection.read_timeout,
+            std::time::Duration::from_secs(2)
+        );
+        assert_eq!(fesl.connection.max_bad_messages, 1);
+        assert_eq!(
+            fesl.connection.idle_timeout,
+            std::time::Duration::from_secs(300)
+        );
     }
 
     #[test]

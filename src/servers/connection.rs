@@ -3,10 +3,14 @@
 //! protocol says is its session's business ([`Session`]); when and how bytes move is here.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
+
+use super::registry::secs;
 
 /// Whether the connection goes on after a batch of input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,12 +42,87 @@ pub trait Session: Send {
     fn has_partial(&self) -> bool;
 }
 
+/// The timing and limits every connection-oriented server's section has (flattened into
+/// it: `read_timeout_secs`, `idle_timeout_secs`, `max_message`, `max_bad_messages`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConnectionConfig {
+    /// How long a client may take to finish a message it started (and a TLS handshake).
+    #[serde(rename = "read_timeout_secs", with = "secs")]
+    pub read_timeout: Duration,
+    /// How long a connection may stay silent before it is closed.
+    #[serde(rename = "idle_timeout_secs", with = "secs")]
+    pub idle_timeout: Duration,
+    /// Largest message accepted from a client, in bytes.
+    pub max_message: usize,
+    /// Malformed messages tolerated on one connection (each answered in the protocol's
+    /// error form); the next one closes it.
+    pub max_bad_messages: u32,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            max_message: 64 * 1024,
+            max_bad_messages: 8,
+        }
+    }
+}
+
+impl ConnectionConfig {
+    /// These timeouts with a keep-alive every `keep_alive` (zero: none).
+    pub fn timing(&self, keep_alive: Duration) -> Timing {
+        Timing {
+            timeouts: Timeouts {
+                read: self.read_timeout,
+                idle: self.idle_timeout,
+            },
+            keep_alive: Some(keep_alive),
+        }
+    }
+}
+
 /// When a connection's reads must come and how often it is kept alive.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
     pub timeouts: Timeouts,
     /// Keep-alive interval; `None` for protocols without one.
     pub keep_alive: Option<Duration>,
+}
+
+/// Accepts clients until `shutdown` and runs each through [`serve`] with the session that
+/// `session` makes for its peer; with `tls`, after a handshake that must finish within the
+/// read timeout.
+pub async fn serve_all<C, F>(
+    name: &'static str,
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    timing: Timing,
+    shutdown: CancellationToken,
+    session: F,
+) -> std::io::Result<()>
+where
+    C: Session + 'static,
+    F: Fn(SocketAddr) -> C + Send + 'static,
+{
+    let stop = shutdown.clone();
+    super::accept_loop(name, listener, stop, move |socket, peer| {
+        let (session, tls, shutdown) = (session(peer), tls.clone(), shutdown.clone());
+        async move {
+            let Some(config) = tls else {
+                return serve(name, socket, peer, session, timing, shutdown).await;
+            };
+            let accept = tokio_rustls::TlsAcceptor::from(config).accept(socket);
+            match tokio::time::timeout(timing.timeouts.read, accept).await {
+                Ok(Ok(tls)) => serve(name, tls, peer, session, timing, shutdown).await,
+                Ok(Err(e)) => tracing::warn!(%peer, error = %e, "{name}: TLS handshake failed"),
+                Err(_) => tracing::warn!(%peer, "{name}: TLS handshake timed out"),
+            }
+        }
+    })
+    .await
 }
 
 /// Runs one connection until the client or the session ends it, a timeout passes or

@@ -14,14 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::connection::ConnectionConfig;
 pub use super::connection::Flow;
-use super::connection::{Timeouts, Timing};
 use super::framed::{Framed, Limits, Protocol, Verdict};
-use super::registry::{EmulatedServer, Serve, ServerContext, secs};
+use super::registry::{EmulatedServer, Serve, Start, secs};
 use crate::dissect::Framing;
 use crate::dissect::fesl::{self as codec, HEADER_LEN, Progress, Reassembler, Tag};
 use crate::security::{LoginError, Persona, Store, StoreError, User};
@@ -46,7 +45,7 @@ pub const DEFAULT_GAME_FEATURE: u32 = 6014;
 
 /// `[servers.fesl]`: timing and limits of the FESL server (besides `enabled` and `listen`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct FeslConfig {
     /// How often the server sends a keep-alive `Ping` once the client said Hello (0: never).
     #[serde(rename = "ping_interval_secs", with = "secs")]
@@ -56,16 +55,10 @@ pub struct FeslConfig {
     pub ticket_ttl: Duration,
     /// Fragment size used until the client's Hello names one.
     pub fragment_size: usize,
-    /// How long a client may take to finish a packet it started (and the TLS handshake).
-    #[serde(rename = "read_timeout_secs", with = "secs")]
-    pub read_timeout: Duration,
-    /// How long a connection may stay silent before it is closed.
-    #[serde(rename = "idle_timeout_secs", with = "secs")]
-    pub idle_timeout: Duration,
-    /// Largest packet or reassembled message accepted from a client, in bytes.
-    pub max_message: usize,
-    /// Malformed messages tolerated on one connection; the next one closes it.
-    pub max_bad_messages: u32,
+    /// Read and idle timeouts, the largest packet or reassembled message, the bad-message
+    /// limit (malformed messages are answered with error 99).
+    #[serde(flatten)]
+    pub connection: ConnectionConfig,
     /// Where the Hello sends clients for the theater (not emulated yet).
     pub theater_ip: String,
     pub theater_port: u16,
@@ -77,24 +70,9 @@ impl Default for FeslConfig {
             ping_interval: Duration::from_secs(30),
             ticket_ttl: Duration::from_secs(300),
             fragment_size: 8096,
-            read_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(300),
-            max_message: 64 * 1024,
-            max_bad_messages: 8,
+            connection: ConnectionConfig::default(),
             theater_ip: "127.0.0.1".into(),
             theater_port: 18805,
-        }
-    }
-}
-
-impl FeslConfig {
-    fn timing(&self) -> Timing {
-        Timing {
-            timeouts: Timeouts {
-                read: self.read_timeout,
-                idle: self.idle_timeout,
-            },
-            keep_alive: Some(self.ping_interval),
         }
     }
 }
@@ -217,8 +195,8 @@ impl Protocol for FeslHandler {
 
     fn limits(&self) -> Limits {
         Limits {
-            max_message: self.config.max_message,
-            max_bad_messages: self.config.max_bad_messages,
+            max_message: self.config.connection.max_message,
+            max_bad_messages: self.config.connection.max_bad_messages,
         }
     }
 
@@ -262,7 +240,9 @@ impl FeslHandler {
         }
         let data = get(&parsed, "data").unwrap_or("");
         let size = get(&parsed, "size").and_then(|s| s.parse::<usize>().ok());
-        let Some(size) = size.filter(|&s| s <= self.config.max_message.div_ceil(3) * 4 + 4) else {
+        let Some(size) =
+            size.filter(|&s| s <= self.config.connection.max_message.div_ceil(3) * 4 + 4)
+        else {
             tracing::warn!(peer = %self.peer, "fesl: fragment without a usable size; closing");
             return Verdict::Close;
         };
@@ -683,40 +663,11 @@ pub async fn run(
     ctx: FeslCtx,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    super::accept_loop("fesl", listener, shutdown.clone(), move |socket, peer| {
-        connection(socket, peer, ctx.clone(), shutdown.clone())
-    })
-    .await
-}
-
-async fn connection(
-    socket: tokio::net::TcpStream,
-    peer: SocketAddr,
-    ctx: FeslCtx,
-    shutdown: CancellationToken,
-) {
-    match ctx.tls.clone() {
-        None => serve(socket, peer, ctx, shutdown).await,
-        Some(config) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            match tokio::time::timeout(ctx.config.read_timeout, acceptor.accept(socket)).await {
-                Ok(Ok(tls)) => serve(tls, peer, ctx, shutdown).await,
-                Ok(Err(e)) => tracing::warn!(%peer, error = %e, "fesl: TLS handshake failed"),
-                Err(_) => tracing::warn!(%peer, "fesl: TLS handshake timed out"),
-            }
-        }
-    }
-}
-
-async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
-    peer: SocketAddr,
-    ctx: FeslCtx,
-    shutdown: CancellationToken,
-) {
-    let timing = ctx.config.timing();
-    let session = FeslSession::new(ctx.store, ctx.config, peer.to_string());
-    super::connection::serve("fesl", stream, peer, session, timing, shutdown).await;
+    let timing = ctx.config.connection.timing(ctx.config.ping_interval);
+    let FeslCtx { store, config, tls } = ctx;
+    let session =
+        move |peer: SocketAddr| FeslSession::new(store.clone(), config.clone(), peer.to_string());
+    super::connection::serve_all("fesl", listener, tls, timing, shutdown, session).await
 }
 
 /// The FESL server's entry in [`super::registry::REGISTRY`].
@@ -725,16 +676,8 @@ pub struct FeslServer;
 impl EmulatedServer for FeslServer {
     type Settings = FeslConfig;
 
-    fn start(
-        &self,
-        settings: FeslConfig,
-        ctx: ServerContext,
-        listener: TcpListener,
-    ) -> Result<Serve, String> {
-        Ok(Box::pin(run(
-            listener,
-            FeslCtx::new(ctx.store, settings),
-            ctx.shutdown,
-        )))
+    fn start(&self, s: Start<FeslConfig>) -> Result<Serve, String> {
+        let fesl = FeslCtx::new(s.ctx.store, s.settings);
+        Ok(Box::pin(run(s.listener, fesl, s.ctx.shutdown)))
     }
 }

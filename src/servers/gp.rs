@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::connection::ConnectionConfig;
 pub use super::connection::Flow;
-use super::connection::{Timeouts, Timing};
 use super::framed::{Framed, Limits, Protocol, Refusal, Verdict};
-use super::registry::{EmulatedServer, Serve, ServerContext, secs};
+use super::registry::{EmulatedServer, Serve, Start, secs};
 use crate::dissect::Framing;
 use crate::dissect::gp as codec;
 use crate::security::{Store, TicketError, TicketGrant, random_token};
@@ -39,43 +39,22 @@ pub mod code {
 
 /// `[servers.gp]`: timing and limits of the GP server (besides `enabled` and `listen`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct GpConfig {
     /// How often the server sends `\ka\` once the client logged in (0: never).
     #[serde(rename = "keep_alive_secs", with = "secs")]
     pub keep_alive: Duration,
-    /// How long a client may take to finish a message it started.
-    #[serde(rename = "read_timeout_secs", with = "secs")]
-    pub read_timeout: Duration,
-    /// How long a connection may stay silent before it is closed.
-    #[serde(rename = "idle_timeout_secs", with = "secs")]
-    pub idle_timeout: Duration,
-    /// Largest message accepted from a client, in bytes (at most the codec's 64 KiB).
-    pub max_message: usize,
-    /// Malformed messages tolerated on one connection; the next one closes it.
-    pub max_bad_messages: u32,
+    /// Read and idle timeouts, the largest message (at most the codec's 64 KiB), the
+    /// bad-message limit (malformed messages are answered with a non-fatal `\error\`).
+    #[serde(flatten)]
+    pub connection: ConnectionConfig,
 }
 
 impl Default for GpConfig {
     fn default() -> Self {
         GpConfig {
             keep_alive: Duration::from_secs(30),
-            read_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(300),
-            max_message: 64 * 1024,
-            max_bad_messages: 8,
-        }
-    }
-}
-
-impl GpConfig {
-    fn timing(&self) -> Timing {
-        Timing {
-            timeouts: Timeouts {
-                read: self.read_timeout,
-                idle: self.idle_timeout,
-            },
-            keep_alive: Some(self.keep_alive),
+            connection: ConnectionConfig::default(),
         }
     }
 }
@@ -178,8 +157,8 @@ impl Protocol for GpHandler {
 
     fn limits(&self) -> Limits {
         Limits {
-            max_message: self.config.max_message.min(codec::MAX_MESSAGE),
-            max_bad_messages: self.config.max_bad_messages,
+            max_message: self.config.connection.max_message.min(codec::MAX_MESSAGE),
+            max_bad_messages: self.config.connection.max_bad_messages,
         }
     }
 
@@ -345,16 +324,11 @@ pub async fn run(
     ctx: GpCtx,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    super::accept_loop("gp", listener, shutdown.clone(), move |socket, peer| {
-        serve(socket, peer, ctx.clone(), shutdown.clone())
-    })
-    .await
-}
-
-async fn serve(stream: TcpStream, peer: SocketAddr, ctx: GpCtx, shutdown: CancellationToken) {
-    let timing = ctx.config.timing();
-    let session = GpSession::new(ctx.store, ctx.config, peer.to_string());
-    super::connection::serve("gp", stream, peer, session, timing, shutdown).await;
+    let timing = ctx.config.connection.timing(ctx.config.keep_alive);
+    let session = move |peer: SocketAddr| {
+        GpSession::new(ctx.store.clone(), ctx.config.clone(), peer.to_string())
+    };
+    super::connection::serve_all("gp", listener, None, timing, shutdown, session).await
 }
 
 /// The GP server's entry in [`super::registry::REGISTRY`].
@@ -363,16 +337,11 @@ pub struct GpServer;
 impl EmulatedServer for GpServer {
     type Settings = GpConfig;
 
-    fn start(
-        &self,
-        settings: GpConfig,
-        ctx: ServerContext,
-        listener: TcpListener,
-    ) -> Result<Serve, String> {
+    fn start(&self, s: Start<GpConfig>) -> Result<Serve, String> {
         Ok(Box::pin(run(
-            listener,
-            GpCtx::new(ctx.store, settings),
-            ctx.shutdown,
+            s.listener,
+            GpCtx::new(s.ctx.store, s.settings),
+            s.ctx.shutdown,
         )))
     }
 }

@@ -20,66 +20,15 @@ use crate::security::Store;
 use crate::security::expiring::Expiring;
 use crate::security::jwt::Signer;
 
-/// Every emulated server, in the order the engine lists them.
+/// Every emulated server, one line each, in the order the engine lists them.
+#[rustfmt::skip]
 pub static REGISTRY: &[Registration] = &[
-    Registration {
-        route: "fesl-server",
-        section: "fesl",
-        port: 28800,
-        dissector: "fesl",
-        description: "Red Alert 3 FESL: Hello, NuLogin, personas, GameSpy pre-auth",
-        tap: Some(DefaultTap::tcp("fesl", 18800)),
-        server: &fesl::FeslServer,
-    },
-    Registration {
-        route: "gp-server",
-        section: "gp",
-        port: 39900,
-        dissector: "gp",
-        description: "GameSpy GP presence login with FESL's pre-auth ticket",
-        tap: Some(DefaultTap::tcp("gp", 29900)),
-        server: &gp::GpServer,
-    },
-    Registration {
-        route: "sc-diffusion-server",
-        section: "sc_diffusion",
-        port: sc::DIFFUSION_PORT,
-        dissector: "sc",
-        description: "Star Citizen diffusion: service discovery, lobby, region, heartbeats",
-        tap: Some(DefaultTap::tls(
-            "sc-diffusion-tls",
-            sc::DIFFUSION_TLS_PORT,
-            &[],
-        )),
-        server: &diffusion::DiffusionServer,
-    },
-    Registration {
-        route: "sc-login-server",
-        section: "sc_login",
-        port: 19000,
-        dissector: "http",
-        description: "Star Citizen login: HTTP, ES256 JWTs, loginData.json",
-        tap: Some(DefaultTap::tcp("sc-login", sc::LOGIN_PORT)),
-        server: &login::LoginServer,
-    },
-    Registration {
-        route: "sc-game-server",
-        section: "sc_game",
-        port: 15678,
-        dissector: "grpc",
-        description: "Star Citizen gRPC game server: login, push, characters, reconcile",
-        tap: Some(DefaultTap::tls("sc-game", sc::GAME_PORT, &["h2"])),
-        server: &game::GameServer,
-    },
-    Registration {
-        route: "sc-catchall-server",
-        section: "sc_catchall",
-        port: 18443,
-        dissector: "grpc",
-        description: "Catch-all gRPC: configured answers, else UNIMPLEMENTED",
-        tap: Some(DefaultTap::tls("sc-catchall", sc::CATCHALL_PORT, &["h2"])),
-        server: &catchall::CatchallServer,
-    },
+    Registration { route: "fesl-server", section: "fesl", port: 28800, dissector: "fesl", description: "Red Alert 3 FESL: Hello, NuLogin, personas, GameSpy pre-auth", tap: Some(DefaultTap::tcp("fesl", 18800)), server: &fesl::FeslServer },
+    Registration { route: "gp-server", section: "gp", port: 39900, dissector: "gp", description: "GameSpy GP presence login with FESL's pre-auth ticket", tap: Some(DefaultTap::tcp("gp", 29900)), server: &gp::GpServer },
+    Registration { route: "sc-diffusion-server", section: "sc_diffusion", port: sc::DIFFUSION_PORT, dissector: "sc", description: "Star Citizen diffusion: discovery, lobby, region, heartbeats", tap: Some(DefaultTap::tls("sc-diffusion-tls", sc::DIFFUSION_TLS_PORT, &[])), server: &diffusion::DiffusionServer },
+    Registration { route: "sc-login-server", section: "sc_login", port: 19000, dissector: "http", description: "Star Citizen login: HTTP, ES256 JWTs, loginData.json", tap: Some(DefaultTap::tcp("sc-login", sc::LOGIN_PORT)), server: &login::LoginServer },
+    Registration { route: "sc-game-server", section: "sc_game", port: 15678, dissector: "grpc", description: "Star Citizen gRPC game server: login, push, characters", tap: Some(DefaultTap::tls("sc-game", sc::GAME_PORT, &["h2"])), server: &game::GameServer },
+    Registration { route: "sc-catchall-server", section: "sc_catchall", port: 18443, dissector: "grpc", description: "Catch-all gRPC: configured answers, else UNIMPLEMENTED", tap: Some(DefaultTap::tls("sc-catchall", sc::CATCHALL_PORT, &["h2"])), server: &catchall::CatchallServer },
 ];
 
 /// One emulated server as the engine, the configuration and the window know it.
@@ -193,21 +142,24 @@ impl ServerContext {
 /// An emulated server with its settings as a type.
 pub trait EmulatedServer: Sync {
     /// The section's own keys besides `enabled` and `listen`: every one defaulted
-    /// (`#[serde(default, deny_unknown_fields)]`), documented on its fields.
+    /// (`#[serde(default)]`), documented on its fields; keys it does not write back are
+    /// refused as unknown.
     type Settings: Serialize + DeserializeOwned + Default;
 
     /// Whether it signs or checks Star Citizen tokens: the engine then makes the issuer key
     /// at start, so the decoders can check the tokens too.
     const USES_SC_SIGNER: bool = false;
 
-    /// Prepares the server on a bound listener; an `Err` (a missing key) fails the route
-    /// with that reason. The returned future serves until `ctx.shutdown`.
-    fn start(
-        &self,
-        settings: Self::Settings,
-        ctx: ServerContext,
-        listener: TcpListener,
-    ) -> Result<Serve, String>;
+    /// Prepares the server on its bound listener; an `Err` (a missing key) fails the route
+    /// with that reason. The returned future serves until `start.ctx.shutdown`.
+    fn start(&self, start: Start<Self::Settings>) -> Result<Serve, String>;
+}
+
+/// What a server starts with: its section's settings, the context, its bound listener.
+pub struct Start<S> {
+    pub settings: S,
+    pub ctx: ServerContext,
+    pub listener: TcpListener,
 }
 
 /// [`EmulatedServer`] with its settings as TOML tables, as the table holds it.
@@ -233,8 +185,18 @@ impl<T: EmulatedServer> Server for T {
     }
 
     fn check_settings(&self, table: toml::Table) -> Result<toml::Table, String> {
-        let settings: T::Settings = table.try_into().map_err(|e| e.to_string())?;
-        toml::Table::try_from(settings).map_err(|e| e.to_string())
+        let settings: T::Settings = table.clone().try_into().map_err(|e| e.to_string())?;
+        let filled = toml::Table::try_from(settings).map_err(|e| e.to_string())?;
+        // Here rather than `deny_unknown_fields`, which serde cannot combine with the
+        // flattened keys that servers share (`ConnectionConfig`).
+        if let Some(unknown) = table.keys().find(|k| !filled.contains_key(*k)) {
+            let known: Vec<&str> = filled.keys().map(String::as_str).collect();
+            return Err(format!(
+                "unknown key {unknown:?} (known: enabled, listen, {})",
+                known.join(", ")
+            ));
+        }
+        Ok(filled)
     }
 
     fn launch(
@@ -243,8 +205,12 @@ impl<T: EmulatedServer> Server for T {
         ctx: ServerContext,
         listener: TcpListener,
     ) -> Result<Serve, String> {
-        let settings: T::Settings = settings.clone().try_into().map_err(|e| e.to_string())?;
-        self.start(settings, ctx, listener)
+        let settings = settings.clone().try_into().map_err(|e| e.to_string())?;
+        self.start(Start {
+            settings,
+            ctx,
+            listener,
+        })
     }
 
     fn uses_sc_signer(&self) -> bool {
@@ -254,7 +220,6 @@ impl<T: EmulatedServer> Server for T {
 
 /// Settings of a server that has no keys of its own.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct NoSettings {}
 
 /// A [`std::time::Duration`] written as seconds (`30`, or `0.25` for less than a second),

@@ -13,6 +13,7 @@ use gamewire::dissect::gp::{self as gcodec, Gp};
 use gamewire::dissect::stream::decode_connection;
 use gamewire::dissect::{Context, Dissector};
 use gamewire::security::{HashCost, LoginError, Store, StoreError, TicketError};
+use gamewire::servers::connection::ConnectionConfig;
 use gamewire::servers::fesl::{FeslConfig, FeslCtx, FeslSession, Flow};
 use gamewire::servers::gp::{GpConfig, GpCtx, GpSession};
 use gamewire::servers::ra3_client::{self, FeslClient, HELLO, Step};
@@ -22,12 +23,13 @@ use tokio_util::sync::CancellationToken;
 
 const S2C: Direction = Direction::ServerToClient;
 
-struct Env {
-    _dir: tempfile::TempDir,
-    store: Store,
-    fesl: SocketAddr,
-    gp: SocketAddr,
-    shutdown: CancellationToken,
+/// A FESL and a GP server on 127.0.0.1 over one accounts file; stopped when dropped.
+pub(crate) struct Env {
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) store: Store,
+    pub(crate) fesl: SocketAddr,
+    pub(crate) gp: SocketAddr,
+    pub(crate) shutdown: CancellationToken,
 }
 
 impl Drop for Env {
@@ -44,15 +46,18 @@ struct Configs {
 }
 
 fn test_config() -> Configs {
+    let connection = ConnectionConfig {
+        read_timeout: Duration::from_millis(400),
+        idle_timeout: Duration::from_secs(20),
+        ..ConnectionConfig::default()
+    };
     Configs {
         fesl: FeslConfig {
-            read_timeout: Duration::from_millis(400),
-            idle_timeout: Duration::from_secs(20),
+            connection: connection.clone(),
             ..FeslConfig::default()
         },
         gp: GpConfig {
-            read_timeout: Duration::from_millis(400),
-            idle_timeout: Duration::from_secs(20),
+            connection,
             ..GpConfig::default()
         },
     }
@@ -62,12 +67,18 @@ async fn start(config: Configs) -> Env {
     start_with(config, None).await
 }
 
-async fn start_with(config: Configs, tls: Option<Arc<rustls::ServerConfig>>) -> Env {
+/// A fresh accounts file in a temporary directory, with cheap password hashes.
+pub(crate) async fn cheap_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("data/accounts.db"))
         .await
         .unwrap()
         .with_hash_cost(HashCost::Cheap);
+    (dir, store)
+}
+
+async fn start_with(config: Configs, tls: Option<Arc<rustls::ServerConfig>>) -> Env {
+    let (dir, store) = cheap_store().await;
     let shutdown = CancellationToken::new();
     let fl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -9,7 +9,6 @@ use std::time::Duration;
 use gamewire::dissect::fesl::{self as fcodec, Tag};
 use gamewire::dissect::gp as gcodec;
 use gamewire::engine::config::Config;
-use gamewire::security::{HashCost, Store};
 use gamewire::servers::ra3_client::HELLO;
 use gamewire::servers::registry::{self, ServerContext};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,29 +16,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::ra3_servers::{fesl_messages, get, read_until_close};
-
-struct Servers {
-    _dir: tempfile::TempDir,
-    fesl: SocketAddr,
-    gp: SocketAddr,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
+use crate::ra3_servers::{Env, cheap_store, fesl_messages, get, read_until_close};
 
 /// FESL and GP started as the engine starts them: the file's section, the table entry.
-async fn start(file: &str) -> Servers {
+async fn start(file: &str) -> Env {
     let config = Config::parse(file, Path::new("gamewire.toml")).expect("config");
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("accounts.db"))
-        .await
-        .unwrap()
-        .with_hash_cost(HashCost::Cheap);
+    let (dir, store) = cheap_store().await;
     let shutdown = CancellationToken::new();
     let mut addrs = Vec::new();
     for section in ["fesl", "gp"] {
@@ -50,8 +32,9 @@ async fn start(file: &str) -> Servers {
         let ctx = ServerContext::new(store.clone(), shutdown.clone());
         tokio::spawn(entry.server.launch(settings, ctx, listener).unwrap());
     }
-    Servers {
+    Env {
         _dir: dir,
+        store,
         fesl: addrs[0],
         gp: addrs[1],
         shutdown,

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::CatchallRule;
+use crate::servers::registry::{EmulatedServer, NoSettings, Serve, Start};
 
 /// Largest request body read.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -210,17 +211,12 @@ pub async fn run(
 /// The catch-all server's entry in [`crate::servers::registry::REGISTRY`].
 pub struct CatchallServer;
 
-impl crate::servers::registry::EmulatedServer for CatchallServer {
-    type Settings = crate::servers::registry::NoSettings;
+impl EmulatedServer for CatchallServer {
+    type Settings = NoSettings;
 
-    fn start(
-        &self,
-        _: Self::Settings,
-        ctx: crate::servers::ServerContext,
-        listener: TcpListener,
-    ) -> Result<crate::servers::registry::Serve, String> {
-        let server = CatchAll::new(ctx.sc.catchall.clone(), ctx.schemas);
-        Ok(Box::pin(run(listener, server, ctx.shutdown)))
+    fn start(&self, s: Start<NoSettings>) -> Result<Serve, String> {
+        let server = CatchAll::new(s.ctx.sc.catchall.clone(), s.ctx.schemas);
+        Ok(Box::pin(run(s.listener, server, s.ctx.shutdown)))
     }
 }
 

@@ -20,7 +20,7 @@ use crate::dissect::sc::{HEADER_LEN, MAGIC};
 pub use crate::servers::Flow;
 use crate::servers::Timeouts;
 use crate::servers::connection::{Session, Timing};
-use crate::servers::registry::{EmulatedServer, Serve, ServerContext, secs};
+use crate::servers::registry::{EmulatedServer, Serve, Start, secs};
 
 /// Largest payload the server accepts from a client.
 pub const MAX_CLIENT_PAYLOAD: usize = 1024 * 1024;
@@ -221,7 +221,7 @@ impl DiffusionSession {
 
 /// `[servers.sc_diffusion]`: the diffusion server's timing (besides `enabled` and `listen`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct DiffusionConfig {
     /// How long a client may take to finish a frame it started.
     #[serde(rename = "read_timeout_secs", with = "secs")]
@@ -317,13 +317,13 @@ pub struct DiffusionServer;
 impl EmulatedServer for DiffusionServer {
     type Settings = DiffusionConfig;
 
-    fn start(
-        &self,
-        config: DiffusionConfig,
-        ctx: ServerContext,
-        listener: TcpListener,
-    ) -> Result<Serve, String> {
-        Ok(Box::pin(run(listener, ctx.sc, config, ctx.shutdown)))
+    fn start(&self, s: Start<DiffusionConfig>) -> Result<Serve, String> {
+        Ok(Box::pin(run(
+            s.listener,
+            s.ctx.sc,
+            s.settings,
+            s.ctx.shutdown,
+        )))
     }
 }
 

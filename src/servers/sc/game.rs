@@ -37,6 +37,7 @@ use super::pb::push::{ListenRequest, ListenResponse};
 use super::{FILE_DESCRIPTOR_SET, ScCtx, login::check_token};
 use crate::security::expiring::Expiring;
 use crate::security::jwt::{Claims, now};
+use crate::servers::registry::{EmulatedServer, NoSettings, Serve, Start};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GameError {
@@ -314,21 +315,15 @@ pub async fn run(
 /// The game server's entry in [`crate::servers::registry::REGISTRY`].
 pub struct GameServer;
 
-impl crate::servers::registry::EmulatedServer for GameServer {
-    type Settings = crate::servers::registry::NoSettings;
+impl EmulatedServer for GameServer {
+    type Settings = NoSettings;
     const USES_SC_SIGNER: bool = true;
 
-    fn start(
-        &self,
-        _: Self::Settings,
-        ctx: crate::servers::ServerContext,
-        listener: TcpListener,
-    ) -> Result<crate::servers::registry::Serve, String> {
-        let (sc, shutdown) = (ctx.sc_ctx()?, ctx.shutdown);
-        Ok(Box::pin(async move {
-            run(listener, sc, shutdown)
-                .await
-                .map_err(std::io::Error::other)
+    fn start(&self, s: Start<NoSettings>) -> Result<Serve, String> {
+        let (sc, stop) = (s.ctx.sc_ctx()?, s.ctx.shutdown);
+        let serve = run(s.listener, sc, stop);
+        Ok(Box::pin(async {
+            serve.await.map_err(std::io::Error::other)
         }))
     }
 }

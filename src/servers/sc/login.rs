@@ -25,6 +25,7 @@ use super::{ScCtx, citizen_id};
 use crate::security::LoginError;
 use crate::security::expiring::Expiring;
 use crate::security::jwt::{Claims, TokenError, now};
+use crate::servers::registry::{EmulatedServer, NoSettings, Serve, Start};
 
 /// A session the login server issued.
 #[derive(Clone, Debug)]
@@ -113,18 +114,13 @@ pub async fn run(
 /// The login server's entry in [`crate::servers::registry::REGISTRY`].
 pub struct LoginServer;
 
-impl crate::servers::registry::EmulatedServer for LoginServer {
-    type Settings = crate::servers::registry::NoSettings;
+impl EmulatedServer for LoginServer {
+    type Settings = NoSettings;
     const USES_SC_SIGNER: bool = true;
 
-    fn start(
-        &self,
-        _: Self::Settings,
-        ctx: crate::servers::ServerContext,
-        listener: TcpListener,
-    ) -> Result<crate::servers::registry::Serve, String> {
-        let shutdown = ctx.shutdown.clone();
-        Ok(Box::pin(run(listener, ctx.sc_ctx()?, shutdown)))
+    fn start(&self, s: Start<NoSettings>) -> Result<Serve, String> {
+        let sc = s.ctx.sc_ctx()?;
+        Ok(Box::pin(run(s.listener, sc, s.ctx.shutdown)))
     }
 }
 
