@@ -1,15 +1,13 @@
 //! Shared set-up of the server fuzz targets: one runtime and one in-memory accounts store
 //! (with the test account) for the whole run, so each input only drives a session.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use gamewire::security::{HashCost, Store};
-use gamewire::servers::Ra3Config;
 
 pub struct Harness {
     pub rt: tokio::runtime::Runtime,
     pub store: Store,
-    pub config: Arc<Ra3Config>,
 }
 
 pub fn harness() -> &'static Harness {
@@ -27,11 +25,7 @@ pub fn harness() -> &'static Harness {
             store.ensure_test_account().await.expect("test account");
             store
         });
-        Harness {
-            rt,
-            store,
-            config: Arc::new(Ra3Config::default()),
-        }
+        Harness { rt, store }
     })
 }
 

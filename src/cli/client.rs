@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::security::{HashCost, Store};
 use crate::servers::ra3_client::{self, Step};
 use crate::servers::sc_client;
-use crate::servers::{Ra3Config, fesl, gp};
+use crate::servers::{fesl, gp};
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -208,19 +208,18 @@ async fn load(clients: usize, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> 
         setup.elapsed().as_secs_f64()
     );
 
-    let config = Ra3Config::default();
     let shutdown = CancellationToken::new();
     let fl = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let gl = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let (fesl_addr, gp_addr) = (fl.local_addr()?, gl.local_addr()?);
     let fesl_task = tokio::spawn(fesl::run(
         fl,
-        fesl::FeslCtx::new(store.clone(), config.clone()),
+        fesl::FeslCtx::new(store.clone(), fesl::FeslConfig::default()),
         shutdown.clone(),
     ));
     let gp_task = tokio::spawn(gp::run(
         gl,
-        gp::GpCtx::new(store.clone(), config),
+        gp::GpCtx::new(store.clone(), gp::GpConfig::default()),
         shutdown.clone(),
     ));
 

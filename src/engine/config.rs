@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::proxy::intercept::Rule;
 
+mod servers;
+pub use servers::{ServerSection, ServersConfig};
+
 pub const DEFAULT_CONFIG_FILE: &str = "gamewire.toml";
 
 #[derive(Debug, thiserror::Error)]
@@ -118,90 +121,6 @@ impl Default for BreakpointConfig {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServerConfig {
-    pub enabled: bool,
-    /// Where the emulator itself listens (clients reach it through the tap in front); each
-    /// server has its own default.
-    pub listen: Option<SocketAddr>,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            enabled: true,
-            listen: None,
-        }
-    }
-}
-
-impl ServerConfig {
-    pub fn listen_or(&self, default: u16) -> SocketAddr {
-        self.listen
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default)))
-    }
-}
-
-pub const FESL_SERVER_PORT: u16 = 28800;
-pub const GP_SERVER_PORT: u16 = 39900;
-/// Star Citizen emulators; clients reach them through the taps on the seed's ports
-/// (diffusion 8000 → 8001, login 9000, game 5678, catch-all 8443).
-pub const SC_DIFFUSION_SERVER_PORT: u16 = crate::servers::sc::DIFFUSION_PORT;
-pub const SC_LOGIN_SERVER_PORT: u16 = 19000;
-pub const SC_GAME_SERVER_PORT: u16 = 15678;
-pub const SC_CATCHALL_SERVER_PORT: u16 = 18443;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServersConfig {
-    /// The accounts database, relative to `data_dir`.
-    pub database: PathBuf,
-    pub fesl: ServerConfig,
-    pub gp: ServerConfig,
-    /// Star Citizen diffusion (8001; the `sc-diffusion-tls` tap at 8000 in front).
-    pub sc_diffusion: ServerConfig,
-    /// Star Citizen login server (HTTP, 19000; the `sc-login` tap at 9000 in front).
-    pub sc_login: ServerConfig,
-    /// Star Citizen gRPC game server (cleartext h2, 15678; the TLS tap `sc-game` at 5678).
-    pub sc_game: ServerConfig,
-    /// Catch-all gRPC server (cleartext h2, 18443; the TLS tap `sc-catchall` at 8443).
-    pub sc_catchall: ServerConfig,
-    /// What the Star Citizen servers answer with.
-    pub sc: crate::servers::sc::ScSettings,
-}
-
-impl ServersConfig {
-    /// Turns every emulated server off, for a configuration of taps (and tests) alone.
-    pub fn disable_all(&mut self) {
-        for server in [
-            &mut self.fesl,
-            &mut self.gp,
-            &mut self.sc_diffusion,
-            &mut self.sc_login,
-            &mut self.sc_game,
-            &mut self.sc_catchall,
-        ] {
-            server.enabled = false;
-        }
-    }
-}
-
-impl Default for ServersConfig {
-    fn default() -> Self {
-        ServersConfig {
-            database: PathBuf::from("gamewire.db"),
-            fesl: ServerConfig::default(),
-            gp: ServerConfig::default(),
-            sc_diffusion: ServerConfig::default(),
-            sc_login: ServerConfig::default(),
-            sc_game: ServerConfig::default(),
-            sc_catchall: ServerConfig::default(),
-            sc: crate::servers::sc::ScSettings::default(),
-        }
-    }
-}
-
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TapTransport {
@@ -262,54 +181,24 @@ impl Default for TapConfig {
     }
 }
 
-fn tap(name: &str, listen: u16, upstream: u16, dissector: &str) -> TapConfig {
-    TapConfig {
-        name: name.into(),
-        listen: SocketAddr::from(([127, 0, 0, 1], listen)),
-        upstream: format!("127.0.0.1:{upstream}"),
-        dissector: Some(dissector.into()),
-        ..TapConfig::default()
-    }
-}
-
-/// A tap that terminates TLS with a leaf of our CA (HTTP/2 when `alpn` says so).
-fn tls_tap(name: &str, listen: u16, upstream: u16, dissector: &str, alpn: &[&str]) -> TapConfig {
-    TapConfig {
-        tls: true,
-        alpn: alpn.iter().map(|a| a.to_string()).collect(),
-        ..tap(name, listen, upstream, dissector)
-    }
-}
-
-/// Taps in front of the emulated servers, on the ports the games use.
+/// Taps in front of the emulated servers, on the ports the games use: each server's
+/// [`DefaultTap`](crate::servers::registry::DefaultTap), relaying to its default port.
 pub fn default_taps() -> Vec<TapConfig> {
-    use crate::servers::sc;
-    vec![
-        tap("fesl", 18800, FESL_SERVER_PORT, "fesl"),
-        tap("gp", 29900, GP_SERVER_PORT, "gp"),
-        tls_tap(
-            "sc-diffusion-tls",
-            sc::DIFFUSION_TLS_PORT,
-            SC_DIFFUSION_SERVER_PORT,
-            "sc",
-            &[],
-        ),
-        tap("sc-login", sc::LOGIN_PORT, SC_LOGIN_SERVER_PORT, "http"),
-        tls_tap(
-            "sc-game",
-            sc::GAME_PORT,
-            SC_GAME_SERVER_PORT,
-            "grpc",
-            &["h2"],
-        ),
-        tls_tap(
-            "sc-catchall",
-            sc::CATCHALL_PORT,
-            SC_CATCHALL_SERVER_PORT,
-            "grpc",
-            &["h2"],
-        ),
-    ]
+    crate::servers::REGISTRY
+        .iter()
+        .filter_map(|r| {
+            let t = r.tap?;
+            Some(TapConfig {
+                name: t.name.into(),
+                listen: SocketAddr::from(([127, 0, 0, 1], t.port)),
+                upstream: format!("127.0.0.1:{}", r.port),
+                dissector: Some(r.dissector.into()),
+                tls: t.tls,
+                alpn: t.alpn.iter().map(|a| a.to_string()).collect(),
+                ..TapConfig::default()
+            })
+        })
+        .collect()
 }
 
 impl Config {
@@ -492,5 +381,102 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("unknown dissector"), "{e}");
+    }
+
+    #[test]
+    fn the_written_defaults_hold_every_server_section_with_every_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gamewire.toml");
+        Config::load_or_create(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let file: toml::Table = toml::from_str(&text).unwrap();
+        let servers = file["servers"].as_table().unwrap();
+        for r in crate::servers::REGISTRY {
+            let section = servers[r.section].as_table().unwrap();
+            assert_eq!(section["enabled"].as_bool(), Some(true), "{}", r.section);
+            let listen = format!("127.0.0.1:{}", r.port);
+            assert_eq!(section["listen"].as_str(), Some(listen.as_str()));
+            for key in r.server.default_settings().keys() {
+                assert!(section.contains_key(key), "[servers.{}] {key}", r.section);
+            }
+        }
+        for key in [
+            "ping_interval_secs",
+            "ticket_ttl_secs",
+            "read_timeout_secs",
+            "idle_timeout_secs",
+            "max_message",
+            "max_bad_messages",
+        ] {
+            assert!(
+                servers["fesl"].as_table().unwrap().contains_key(key),
+                "fesl {key}"
+            );
+        }
+        for key in ["keep_alive_secs", "read_timeout_secs", "idle_timeout_secs"] {
+            assert!(
+                servers["gp"].as_table().unwrap().contains_key(key),
+                "gp {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_sections_of_older_files_load_and_their_keys_take_effect() {
+        use crate::servers::fesl::FeslConfig;
+        let text = "[servers.fesl]\nenabled = false\n\
+                    [servers.gp]\nlisten = \"127.0.0.1:4000\"\nidle_timeout_secs = 0.5\n\
+                    [servers.sc_login]\nenabled = true\n";
+        let c = Config::parse(text, Path::new("x.toml")).unwrap();
+        let fesl = c.servers.get("fesl").unwrap();
+        assert!(!fesl.enabled);
+        assert_eq!(fesl.listen.port(), 28800);
+        assert_eq!(
+            fesl.settings_as::<FeslConfig>().unwrap(),
+            FeslConfig::default()
+        );
+        let gp = c.servers.get("gp").unwrap();
+        assert_eq!(gp.listen.port(), 4000);
+        let gp: crate::servers::gp::GpConfig = gp.settings_as().unwrap();
+        assert_eq!(
+            gp.connection.idle_timeout,
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(
+            gp.connection.read_timeout,
+            std::time::Duration::from_secs(30)
+        );
+        let text = "[servers.fesl]\nread_timeout_secs = 2\nmax_bad_messages = 1\n";
+        let c = Config::parse(text, Path::new("x.toml")).unwrap();
+        let fesl: FeslConfig = c.servers.get("fesl").unwrap().settings_as().unwrap();
+        assert_eq!(
+            fesl.connection.read_timeout,
+            std::time::Duration::from_secs(2)
+        );
+        assert_eq!(fesl.connection.max_bad_messages, 1);
+        assert_eq!(
+            fesl.connection.idle_timeout,
+            std::time::Duration::from_secs(300)
+        );
+    }
+
+    #[test]
+    fn unknown_server_sections_and_keys_are_refused_by_name() {
+        let parse = |t: &str| {
+            Config::parse(t, Path::new("g.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = parse("[servers.fesll]\nenabled = true\n");
+        assert!(e.contains("fesll") && e.contains("sc_catchall"), "{e}");
+        let e = parse("[servers.fesl]\nread_timeout = 3\n");
+        assert!(
+            e.contains("servers.fesl") && e.contains("read_timeout"),
+            "{e}"
+        );
+        let e = parse("[servers.gp]\nlisten = \"nowhere\"\n");
+        assert!(e.contains("servers.gp") && e.contains("listen"), "{e}");
+        let e = parse("[servers.gp]\nidle_timeout_secs = -1\n");
+        assert!(e.contains("negative"), "{e}");
     }
 }

@@ -9,13 +9,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::config::{
-    Config, FESL_SERVER_PORT, GP_SERVER_PORT, ProxyConfig, SC_CATCHALL_SERVER_PORT,
-    SC_GAME_SERVER_PORT, SC_LOGIN_SERVER_PORT, TapConfig, TapTransport, split_host_port,
-};
+use super::config::{Config, ProxyConfig, TapConfig, TapTransport, split_host_port};
 use super::{EngineError, Shared};
 use crate::proxy::tap::{self, TapSettings, TapShared, Upstream};
 use crate::proxy::tls::{UpstreamTrust, client_config, client_config_with};
+use crate::servers::registry::{Registration, ServerContext};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RouteKind {
@@ -50,25 +48,17 @@ pub struct RouteStatus {
     /// Where a tap sends its traffic.
     pub upstream: Option<String>,
     pub dissector: Option<String>,
+    /// One line on what it is (an emulated server's from the server table).
+    pub description: String,
     pub state: RouteState,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) enum Spec {
     Tap(TapConfig),
     Proxy(ProxyConfig),
-    Server(ServerKind),
-}
-
-/// The emulated servers the engine can run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ServerKind {
-    Fesl,
-    Gp,
-    ScDiffusion,
-    ScLogin,
-    ScGame,
-    ScCatchall,
+    /// An entry of the server table and its section's own settings.
+    Server(&'static Registration, toml::Table),
 }
 
 pub(crate) struct Route {
@@ -90,9 +80,18 @@ impl Route {
             listen: self.listen,
             upstream: match &self.spec {
                 Spec::Tap(t) => Some(t.upstream.clone()),
-                Spec::Proxy(_) | Spec::Server(_) => None,
+                Spec::Proxy(_) | Spec::Server(..) => None,
             },
             dissector: self.dissector.clone(),
+            description: match &self.spec {
+                Spec::Tap(t) => match t.transport {
+                    TapTransport::Tcp => "TCP tap".into(),
+                    TapTransport::Udp => "UDP tap".into(),
+                    TapTransport::Quic => "QUIC tap".into(),
+                },
+                Spec::Proxy(_) => "HTTP(S) forward proxy".into(),
+                Spec::Server(r, _) => r.description.into(),
+            },
             state: self.state.clone(),
         }
     }
@@ -119,66 +118,16 @@ pub(crate) fn from_config(config: &Config) -> Vec<Route> {
         state: RouteState::Stopped,
         stop: None,
     });
-    let server = |name: &str, kind, enabled, listen, dissector: &str| Route {
-        name: name.into(),
+    let servers = config.servers.iter().map(|(r, section)| Route {
+        name: r.route.into(),
         kind: RouteKind::Server,
-        enabled,
-        listen,
-        dissector: Some(dissector.into()),
-        spec: Spec::Server(kind),
+        enabled: section.enabled,
+        listen: section.listen,
+        dissector: Some(r.dissector.into()),
+        spec: Spec::Server(r, section.settings.clone()),
         state: RouteState::Stopped,
         stop: None,
-    };
-    let servers = [
-        server(
-            "fesl-server",
-            ServerKind::Fesl,
-            config.servers.fesl.enabled,
-            config.servers.fesl.listen_or(FESL_SERVER_PORT),
-            "fesl",
-        ),
-        server(
-            "gp-server",
-            ServerKind::Gp,
-            config.servers.gp.enabled,
-            config.servers.gp.listen_or(GP_SERVER_PORT),
-            "gp",
-        ),
-        server(
-            "sc-diffusion-server",
-            ServerKind::ScDiffusion,
-            config.servers.sc_diffusion.enabled,
-            config
-                .servers
-                .sc_diffusion
-                .listen_or(crate::servers::sc::DIFFUSION_PORT),
-            "sc",
-        ),
-        server(
-            "sc-login-server",
-            ServerKind::ScLogin,
-            config.servers.sc_login.enabled,
-            config.servers.sc_login.listen_or(SC_LOGIN_SERVER_PORT),
-            "http",
-        ),
-        server(
-            "sc-game-server",
-            ServerKind::ScGame,
-            config.servers.sc_game.enabled,
-            config.servers.sc_game.listen_or(SC_GAME_SERVER_PORT),
-            "grpc",
-        ),
-        server(
-            "sc-catchall-server",
-            ServerKind::ScCatchall,
-            config.servers.sc_catchall.enabled,
-            config
-                .servers
-                .sc_catchall
-                .listen_or(SC_CATCHALL_SERVER_PORT),
-            "grpc",
-        ),
-    ];
+    });
     std::iter::once(proxy).chain(servers).chain(taps).collect()
 }
 
@@ -302,7 +251,9 @@ async fn launch(
             );
             Ok((addr, token))
         }
-        Spec::Server(kind) => launch_server(shared, name, kind, listen, token, span).await,
+        Spec::Server(registration, settings) => {
+            launch_server(shared, name, registration, &settings, listen, token, span).await
+        }
         Spec::Proxy(proxy_config) => {
             let ca = ca_of(shared, name)?;
             let listener = bind(name, listen).await?;
@@ -340,50 +291,28 @@ async fn launch(
 async fn launch_server(
     shared: &Arc<Shared>,
     name: &str,
-    kind: ServerKind,
+    registration: &'static Registration,
+    settings: &toml::Table,
     listen: SocketAddr,
     token: CancellationToken,
     span: tracing::Span,
 ) -> Result<(SocketAddr, CancellationToken), EngineError> {
-    use crate::servers::{Ra3Config, fesl, gp};
-    let sc_ctx = match kind {
-        ServerKind::Fesl | ServerKind::Gp => None,
-        _ => Some(sc_ctx(shared, name).await?),
+    let err = |reason: String| EngineError::Route {
+        route: name.to_string(),
+        reason,
     };
-    let store = shared
-        .accounts()
-        .await
-        .map_err(|reason| EngineError::Route {
-            route: name.to_string(),
-            reason,
-        })?;
+    let store = shared.accounts().await.map_err(err)?;
     let listener = bind(name, listen).await?;
     let addr = listener.local_addr().unwrap_or(listen);
+    let ctx = server_context(shared, store, token.clone());
+    let serve = registration
+        .server
+        .launch(settings, ctx, listener)
+        .map_err(err)?;
     let route = name.to_string();
-    let stop = token.clone();
-    tracing::info!(route = %name, "emulated {kind:?} server listening on {addr}");
+    tracing::info!(route = %name, "emulated server listening on {addr}: {}", registration.description);
     let task = async move {
-        let result = match kind {
-            ServerKind::Fesl => {
-                fesl::run(
-                    listener,
-                    fesl::FeslCtx::new(store, Ra3Config::default()),
-                    stop,
-                )
-                .await
-            }
-            ServerKind::Gp => {
-                gp::run(listener, gp::GpCtx::new(store, Ra3Config::default()), stop).await
-            }
-            ServerKind::ScDiffusion
-            | ServerKind::ScLogin
-            | ServerKind::ScGame
-            | ServerKind::ScCatchall => match sc_ctx {
-                Some(ctx) => run_sc(kind, listener, ctx, stop).await,
-                None => Ok(()),
-            },
-        };
-        if let Err(e) = result {
+        if let Err(e) = serve.await {
             tracing::error!(route = %route, "server stopped: {e}");
         }
     };
@@ -391,47 +320,25 @@ async fn launch_server(
     Ok((addr, token))
 }
 
-/// What the Star Citizen servers share: the accounts, the JWT key (made at first start in
-/// the certificates directory) and the settings.
-async fn sc_ctx(
+/// What a server gets at start: the accounts, the SC settings and issuer key (made at
+/// first use in the certificates directory), the schemas and its stop token.
+fn server_context(
     shared: &Arc<Shared>,
-    name: &str,
-) -> Result<crate::servers::sc::ScCtx, EngineError> {
-    let err = |reason: String| EngineError::Route {
-        route: name.to_string(),
-        reason,
-    };
-    let store = shared.accounts().await.map_err(&err)?;
-    let settings = shared.config.servers.sc.clone();
-    let signer = shared.sc_signer().map_err(&err)?;
-    Ok(crate::servers::sc::ScCtx {
-        store,
-        login_data_path: shared.config.data_dir.join(&settings.login_data),
-        settings: Arc::new(settings),
-        signer,
-        schemas: shared.decode_context().schemas.clone(),
-        logged_out: shared.sc_logged_out.clone(),
-    })
-}
-
-async fn run_sc(
-    kind: ServerKind,
-    listener: TcpListener,
-    ctx: crate::servers::sc::ScCtx,
+    store: crate::security::Store,
     stop: CancellationToken,
-) -> std::io::Result<()> {
-    use crate::servers::sc::{catchall, diffusion, game, login};
-    match kind {
-        ServerKind::ScDiffusion => diffusion::run(listener, ctx.settings, stop).await,
-        ServerKind::ScLogin => login::run(listener, ctx, stop).await,
-        ServerKind::ScGame => game::run(listener, ctx, stop)
-            .await
-            .map_err(std::io::Error::other),
-        ServerKind::ScCatchall => {
-            let server = catchall::CatchAll::new(ctx.settings.catchall.clone(), ctx.schemas);
-            catchall::run(listener, server, stop).await
-        }
-        ServerKind::Fesl | ServerKind::Gp => Ok(()),
+) -> ServerContext {
+    let signer = {
+        let shared = shared.clone();
+        Arc::new(move || shared.sc_signer())
+    };
+    ServerContext {
+        store,
+        shutdown: stop,
+        data_dir: shared.config.data_dir.clone(),
+        sc: Arc::new(shared.config.servers.sc.clone()),
+        sc_signer: signer,
+        sc_logged_out: shared.sc_logged_out.clone(),
+        schemas: shared.decode_context().schemas.clone(),
     }
 }
 
@@ -569,7 +476,7 @@ pub(crate) async fn repeat(
                 .map_err(&err)?;
             (addr, Some(settings.upstream))
         }
-        Spec::Server(_) => match state {
+        Spec::Server(..) => match state {
             RouteState::Running(addr) => (addr, None),
             _ => return Err(err("the server is not running".into())),
         },
@@ -623,3 +530,70 @@ pub(crate) async fn repeat(
 
 trait AsyncReadWrite: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> AsyncReadWrite for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_server_of_the_table_is_a_route_on_its_port_with_its_dissector_and_tap() {
+        let config = Config::default();
+        let routes = from_config(&config);
+        for r in crate::servers::REGISTRY {
+            let route = routes
+                .iter()
+                .find(|x| x.name == r.route)
+                .unwrap_or_else(|| panic!("no route {}", r.route));
+            let status = route.status();
+            assert_eq!(status.kind, RouteKind::Server);
+            assert!(route.enabled);
+            assert_eq!(status.listen, SocketAddr::from(([127, 0, 0, 1], r.port)));
+            assert_eq!(status.dissector.as_deref(), Some(r.dissector));
+            assert_eq!(status.description, r.description);
+            if let Some(t) = r.tap {
+                let tap = routes.iter().find(|x| x.name == t.name).unwrap();
+                assert_eq!(tap.listen.port(), t.port);
+                assert_eq!(tap.status().upstream, Some(format!("127.0.0.1:{}", r.port)));
+                assert_eq!(tap.dissector.as_deref(), Some(r.dissector));
+            }
+        }
+        // The ports users and games already rely on.
+        let port = |name: &str| {
+            routes
+                .iter()
+                .find(|r| r.name == name)
+                .unwrap()
+                .listen
+                .port()
+        };
+        let expected = [
+            ("fesl", 18800),
+            ("fesl-server", 28800),
+            ("gp", 29900),
+            ("gp-server", 39900),
+            ("sc-diffusion-tls", 8000),
+            ("sc-diffusion-server", 8001),
+            ("sc-login", 9000),
+            ("sc-login-server", 19000),
+            ("sc-game", 5678),
+            ("sc-game-server", 15678),
+            ("sc-catchall", 8443),
+            ("sc-catchall-server", 18443),
+            ("proxy", 8080),
+        ];
+        for (name, p) in expected {
+            assert_eq!(port(name), p, "{name}");
+        }
+        assert_eq!(routes.len(), expected.len());
+    }
+
+    #[test]
+    fn a_section_moved_or_disabled_in_the_file_moves_or_disables_its_route() {
+        let text = "[servers.gp]\nenabled = false\nlisten = \"127.0.0.1:4242\"\n";
+        let config = Config::parse(text, std::path::Path::new("x.toml")).unwrap();
+        let routes = from_config(&config);
+        let gp = routes.iter().find(|r| r.name == "gp-server").unwrap();
+        assert!(!gp.enabled);
+        assert_eq!(gp.listen.port(), 4242);
+    }
+}

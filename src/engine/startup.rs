@@ -56,7 +56,10 @@ async fn start_up(shared: &Arc<Shared>) {
     // will sign with it.
     step(1, "loading the JWT issuer key".into());
     let servers = &shared.config.servers;
-    let signer = if servers.sc_login.enabled || servers.sc_game.enabled {
+    let signer = if servers
+        .iter()
+        .any(|(r, s)| s.enabled && r.server.uses_sc_signer())
+    {
         let shared = shared.clone();
         tokio::task::spawn_blocking(move || shared.sc_signer().ok())
             .await

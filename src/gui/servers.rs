@@ -76,7 +76,7 @@ pub fn show(
 
 fn row(ui: &mut Ui, r: &RouteStatus, n: Counts, actions: &mut Vec<Action>) {
     state_label(ui, &r.state);
-    ui.strong(&r.name).on_hover_text(r.kind.as_str());
+    ui.strong(&r.name).on_hover_text(&r.description);
     // The buttons before the address: the panel may scroll sideways, they must not.
     ui.horizontal(|ui| {
         let running = matches!(r.state, RouteState::Running(_));

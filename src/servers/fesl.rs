@@ -2,16 +2,25 @@
 //! GameSpyPreAuth, over plain TCP or (optionally) modern TLS.
 //!
 //! [`FeslSession`] is the socket-free core: client bytes in, reply bytes out. It frames and
-//! reassembles with the codec of [`crate::dissect::fesl`], so the wire format is written once.
+//! reassembles with the codec of [`crate::dissect::fesl`], so the wire format is written once;
+//! buffering, limits and the connection loop are the shared ones of [`super::framed`] and
+//! [`super::connection`]. `[servers.fesl]` is [`FeslConfig`].
+//!
+//! Over 600 lines because every transaction handler is here, each a few dozen lines of one
+//! job (answering one FESL transaction); splitting them would scatter one state machine.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{Ra3Config, ReadClock};
+use super::connection::ConnectionConfig;
+pub use super::connection::Flow;
+use super::framed::{Framed, Limits, Protocol, Verdict};
+use super::registry::{EmulatedServer, Serve, Start, secs};
 use crate::dissect::Framing;
 use crate::dissect::fesl::{self as codec, HEADER_LEN, Progress, Reassembler, Tag};
 use crate::security::{LoginError, Persona, Store, StoreError, User};
@@ -34,30 +43,57 @@ pub mod code {
 /// Entitlement granted when the store has none for the user.
 pub const DEFAULT_GAME_FEATURE: u32 = 6014;
 
+/// `[servers.fesl]`: timing and limits of the FESL server (besides `enabled` and `listen`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FeslConfig {
+    /// How often the server sends a keep-alive `Ping` once the client said Hello (0: never).
+    #[serde(rename = "ping_interval_secs", with = "secs")]
+    pub ping_interval: Duration,
+    /// How long a GameSpyPreAuth ticket stays valid for the GP login.
+    #[serde(rename = "ticket_ttl_secs", with = "secs")]
+    pub ticket_ttl: Duration,
+    /// Fragment size used until the client's Hello names one.
+    pub fragment_size: usize,
+    /// Read and idle timeouts, the largest packet or reassembled message, the bad-message
+    /// limit (malformed messages are answered with error 99).
+    #[serde(flatten)]
+    pub connection: ConnectionConfig,
+    /// Where the Hello sends clients for the theater (not emulated yet).
+    pub theater_ip: String,
+    pub theater_port: u16,
+}
+
+impl Default for FeslConfig {
+    fn default() -> Self {
+        FeslConfig {
+            ping_interval: Duration::from_secs(30),
+            ticket_ttl: Duration::from_secs(300),
+            fragment_size: 8096,
+            connection: ConnectionConfig::default(),
+            theater_ip: "127.0.0.1".into(),
+            theater_port: 18805,
+        }
+    }
+}
+
 /// Everything a FESL connection needs.
 #[derive(Clone)]
 pub struct FeslCtx {
     pub store: Store,
-    pub config: Arc<Ra3Config>,
+    pub config: Arc<FeslConfig>,
     /// TLS on the FESL port (modern TLS only; retail SSLv3 is a later issue).
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl FeslCtx {
-    pub fn new(store: Store, config: Ra3Config) -> Self {
+    pub fn new(store: Store, config: FeslConfig) -> Self {
         FeslCtx {
             store,
             config: Arc::new(config),
             tls: None,
         }
     }
-}
-
-/// Whether the connection goes on after a batch of input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Flow {
-    Continue,
-    Close,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,20 +103,21 @@ enum Phase {
     Ready,
 }
 
-/// One connection's protocol state.
-pub struct FeslSession {
+/// One connection's protocol state, message by message.
+pub struct FeslHandler {
     store: Store,
-    config: Arc<Ra3Config>,
+    config: Arc<FeslConfig>,
     peer: String,
-    buf: Vec<u8>,
     reassembler: Reassembler,
     phase: Phase,
     fragment_size: usize,
-    bad: u32,
     user: Option<User>,
     persona: Option<Persona>,
     lkey: Option<String>,
 }
+
+/// A FESL connection's socket-free core: client bytes in, reply bytes out.
+pub type FeslSession = Framed<FeslHandler>;
 
 type Pairs = Vec<(String, String)>;
 
@@ -125,92 +162,68 @@ fn new_lkey() -> String {
 }
 
 impl FeslSession {
-    pub fn new(store: Store, config: Arc<Ra3Config>, peer: impl Into<String>) -> Self {
+    pub fn new(store: Store, config: Arc<FeslConfig>, peer: impl Into<String>) -> Self {
+        let peer = peer.into();
         let fragment_size = config.fragment_size;
-        FeslSession {
+        let handler = FeslHandler {
             store,
             config,
-            peer: peer.into(),
-            buf: Vec::new(),
+            peer: peer.clone(),
             reassembler: Reassembler::new(),
             phase: Phase::AwaitHello,
             fragment_size,
-            bad: 0,
             user: None,
             persona: None,
             lkey: None,
-        }
-    }
-
-    /// Whether a packet is half received.
-    pub fn has_partial(&self) -> bool {
-        !self.buf.is_empty()
+        };
+        Framed::wrap(handler, peer)
     }
 
     /// Whether the Hello exchange happened (keep-alives start then).
     pub fn greeted(&self) -> bool {
-        self.phase != Phase::AwaitHello
+        self.protocol().greeted()
     }
 
     /// The server's keep-alive.
     pub fn ping_packet() -> Vec<u8> {
         codec::write_packet(b"fsys", Tag::SingleServer, 0, &[("TXN", "Ping")], false)
     }
+}
 
-    /// Takes client bytes (any split) and appends the replies to `out`.
-    pub async fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Flow {
-        self.buf.extend_from_slice(data);
-        let mut at = 0;
-        let flow = loop {
-            let rest = &self.buf[at..];
-            if rest.is_empty() {
-                break Flow::Continue;
-            }
-            match codec::frame(rest) {
-                Framing::Complete(n) | Framing::NeedMore(Some(n))
-                    if n > self.config.max_message =>
-                {
-                    tracing::warn!(peer = %self.peer, size = n, "fesl: packet larger than the limit; closing");
-                    break Flow::Close;
-                }
-                Framing::Complete(n) => {
-                    let packet = rest[..n].to_vec();
-                    at += n;
-                    if self.packet(&packet, out).await == Flow::Close {
-                        break Flow::Close;
-                    }
-                }
-                Framing::NeedMore(_) => break Flow::Continue,
-                Framing::Unframeable { reason, .. } => {
-                    tracing::warn!(peer = %self.peer, %reason, "fesl: unframeable input; closing");
-                    break Flow::Close;
-                }
-            }
-        };
-        self.buf.drain(..at);
-        if flow == Flow::Close {
-            self.buf.clear();
-        }
-        flow
-    }
+impl Protocol for FeslHandler {
+    const NAME: &'static str = "fesl";
 
-    /// Counts a malformed message; too many close the connection.
-    fn bad_input(&mut self) -> Flow {
-        self.bad += 1;
-        if self.bad > self.config.max_bad_messages {
-            tracing::warn!(peer = %self.peer, "fesl: too many malformed messages; closing");
-            Flow::Close
-        } else {
-            Flow::Continue
+    fn limits(&self) -> Limits {
+        Limits {
+            max_message: self.config.connection.max_message,
+            max_bad_messages: self.config.connection.max_bad_messages,
         }
     }
 
-    async fn packet(&mut self, packet: &[u8], out: &mut Vec<u8>) -> Flow {
+    fn frame(&self, buf: &[u8]) -> Framing {
+        codec::frame(buf)
+    }
+
+    async fn message(&mut self, packet: &[u8], out: &mut Vec<u8>) -> Verdict {
+        self.packet(packet, out).await
+    }
+
+    fn keep_alive(&self) -> Option<Vec<u8>> {
+        self.greeted().then(FeslSession::ping_packet)
+    }
+}
+
+impl FeslHandler {
+    fn greeted(&self) -> bool {
+        self.phase != Phase::AwaitHello
+    }
+
+    async fn packet(&mut self, packet: &[u8], out: &mut Vec<u8>) -> Verdict {
         let header = match codec::parse_header(packet) {
             Ok(h) => h,
             Err(e) => {
                 tracing::warn!(peer = %self.peer, error = %e, "fesl: bad header; closing");
-                return Flow::Close;
+                return Verdict::Close;
             }
         };
         let payload = &packet[HEADER_LEN..];
@@ -227,15 +240,17 @@ impl FeslSession {
         }
         let data = get(&parsed, "data").unwrap_or("");
         let size = get(&parsed, "size").and_then(|s| s.parse::<usize>().ok());
-        let Some(size) = size.filter(|&s| s <= self.config.max_message.div_ceil(3) * 4 + 4) else {
+        let Some(size) =
+            size.filter(|&s| s <= self.config.connection.max_message.div_ceil(3) * 4 + 4)
+        else {
             tracing::warn!(peer = %self.peer, "fesl: fragment without a usable size; closing");
-            return Flow::Close;
+            return Verdict::Close;
         };
         match self
             .reassembler
             .push(header.command, header.number, data, size)
         {
-            Ok(Progress::Partial { .. }) => Flow::Continue,
+            Ok(Progress::Partial { .. }) => Verdict::Ok,
             Ok(Progress::Done { text, .. }) => match codec::parse_text(joined_text(&text)) {
                 Ok(pairs) => {
                     self.message(header.command, header.number, pairs, out)
@@ -257,7 +272,7 @@ impl FeslSession {
         payload: &[u8],
         reason: &str,
         out: &mut Vec<u8>,
-    ) -> Flow {
+    ) -> Verdict {
         tracing::warn!(peer = %self.peer, %reason, "fesl: malformed message");
         let txn = lenient_txn(payload).unwrap_or_default();
         self.error(
@@ -268,7 +283,7 @@ impl FeslSession {
             code::SYSTEM,
             &format!("Malformed message: {reason}"),
         );
-        self.bad_input()
+        Verdict::Bad
     }
 
     /// Sends one message, fragmented when it exceeds the client's fragment size.
@@ -340,10 +355,10 @@ impl FeslSession {
         number: u32,
         pairs: Pairs,
         out: &mut Vec<u8>,
-    ) -> Flow {
+    ) -> Verdict {
         let Some(txn) = get(&pairs, "TXN").map(str::to_owned) else {
             self.error(out, command, number, "", code::SYSTEM, "Missing TXN");
-            return self.bad_input();
+            return Verdict::Bad;
         };
         match (&command, txn.as_str()) {
             (b"fsys", "Hello") => self.hello(number, &pairs, out),
@@ -351,12 +366,12 @@ impl FeslSession {
                 if self.phase == Phase::AwaitMemCheck {
                     self.phase = Phase::Ready;
                 }
-                Flow::Continue
+                Verdict::Ok
             }
-            (b"fsys", "Ping") => Flow::Continue,
+            (b"fsys", "Ping") => Verdict::Ok,
             (b"fsys", "Goodbye") => {
                 tracing::debug!(peer = %self.peer, "fesl: client said goodbye");
-                Flow::Close
+                Verdict::Close
             }
             (
                 b"acct",
@@ -377,12 +392,12 @@ impl FeslSession {
                     code::SYSTEM,
                     &format!("Unknown transaction {txn}"),
                 );
-                Flow::Continue
+                Verdict::Ok
             }
         }
     }
 
-    fn out_of_order(&self, out: &mut Vec<u8>, command: [u8; 4], number: u32, txn: &str) -> Flow {
+    fn out_of_order(&self, out: &mut Vec<u8>, command: [u8; 4], number: u32, txn: &str) -> Verdict {
         tracing::info!(peer = %self.peer, txn, "fesl: transaction out of order");
         self.error(
             out,
@@ -392,10 +407,10 @@ impl FeslSession {
             code::NOT_AUTHENTICATED,
             "Transaction not allowed at this point",
         );
-        Flow::Continue
+        Verdict::Ok
     }
 
-    fn hello(&mut self, number: u32, pairs: &[(String, String)], out: &mut Vec<u8>) -> Flow {
+    fn hello(&mut self, number: u32, pairs: &[(String, String)], out: &mut Vec<u8>) -> Verdict {
         if self.phase != Phase::AwaitHello {
             return self.out_of_order(out, *b"fsys", number, "Hello");
         }
@@ -435,7 +450,7 @@ impl FeslSession {
             ],
         );
         self.phase = Phase::AwaitMemCheck;
-        Flow::Continue
+        Verdict::Ok
     }
 
     async fn nu_login(
@@ -443,7 +458,7 @@ impl FeslSession {
         number: u32,
         pairs: &[(String, String)],
         out: &mut Vec<u8>,
-    ) -> Flow {
+    ) -> Verdict {
         const TXN: &str = "NuLogin";
         let email = get(pairs, "nuid").unwrap_or("");
         let password = get(pairs, "password").unwrap_or("");
@@ -462,7 +477,7 @@ impl FeslSession {
                     LoginError::Banned => (code::BANNED, "The account has been banned"),
                     LoginError::Store(se) => {
                         self.store_failed(out, number, TXN, se);
-                        return Flow::Continue;
+                        return Verdict::Ok;
                     }
                 };
                 tracing::info!(peer = %self.peer, email, error = %e, "fesl: login refused");
@@ -473,7 +488,7 @@ impl FeslSession {
                 };
                 tracing::info!(target: "gamewire::audit", kind, service = "fesl", peer = %self.peer, who = email, error = %e, "login refused");
                 self.error(out, *b"acct", number, TXN, code, text);
-                return Flow::Continue;
+                return Verdict::Ok;
             }
         };
         let lkey = new_lkey();
@@ -508,10 +523,10 @@ impl FeslSession {
         tracing::info!(target: "gamewire::audit", kind = "login", service = "fesl", peer = %self.peer, who = email, user = user.id, "login accepted");
         self.user = Some(user);
         self.lkey = Some(lkey);
-        Flow::Continue
+        Verdict::Ok
     }
 
-    async fn get_personas(&mut self, number: u32, out: &mut Vec<u8>) -> Flow {
+    async fn get_personas(&mut self, number: u32, out: &mut Vec<u8>) -> Verdict {
         const TXN: &str = "NuGetPersonas";
         let Some(user) = &self.user else {
             return self.out_of_order(out, *b"acct", number, TXN);
@@ -520,7 +535,7 @@ impl FeslSession {
             Ok(p) => p,
             Err(e) => {
                 self.store_failed(out, number, TXN, &e);
-                return Flow::Continue;
+                return Verdict::Ok;
             }
         };
         let count = personas.len().to_string();
@@ -532,7 +547,7 @@ impl FeslSession {
             pairs.push((k, &p.name));
         }
         self.send(out, b"acct", number, &pairs);
-        Flow::Continue
+        Verdict::Ok
     }
 
     async fn add_persona(
@@ -540,7 +555,7 @@ impl FeslSession {
         number: u32,
         pairs: &[(String, String)],
         out: &mut Vec<u8>,
-    ) -> Flow {
+    ) -> Verdict {
         const TXN: &str = "NuAddPersona";
         let Some(user) = &self.user else {
             return self.out_of_order(out, *b"acct", number, TXN);
@@ -561,7 +576,7 @@ impl FeslSession {
             }
             Err(e) => self.store_failed(out, number, TXN, &e),
         }
-        Flow::Continue
+        Verdict::Ok
     }
 
     async fn login_persona(
@@ -569,7 +584,7 @@ impl FeslSession {
         number: u32,
         pairs: &[(String, String)],
         out: &mut Vec<u8>,
-    ) -> Flow {
+    ) -> Verdict {
         const TXN: &str = "NuLoginPersona";
         let Some(user) = &self.user else {
             return self.out_of_order(out, *b"acct", number, TXN);
@@ -579,7 +594,7 @@ impl FeslSession {
             Ok(p) => p,
             Err(e) => {
                 self.store_failed(out, number, TXN, &e);
-                return Flow::Continue;
+                return Verdict::Ok;
             }
         };
         let Some(persona) = personas
@@ -594,7 +609,7 @@ impl FeslSession {
                 code::NO_SUCH_ACCOUNT,
                 "The persona was not found",
             );
-            return Flow::Continue;
+            return Verdict::Ok;
         };
         let lkey = new_lkey();
         let user_id = user.id.to_string();
@@ -612,10 +627,10 @@ impl FeslSession {
         );
         self.persona = Some(persona);
         self.lkey = Some(lkey);
-        Flow::Continue
+        Verdict::Ok
     }
 
-    async fn preauth(&mut self, number: u32, out: &mut Vec<u8>) -> Flow {
+    async fn preauth(&mut self, number: u32, out: &mut Vec<u8>) -> Verdict {
         const TXN: &str = "GameSpyPreAuth";
         let (Some(user), Some(persona)) = (&self.user, &self.persona) else {
             return self.out_of_order(out, *b"acct", number, TXN);
@@ -629,7 +644,7 @@ impl FeslSession {
             Ok(t) => t,
             Err(e) => {
                 self.store_failed(out, number, TXN, &e);
-                return Flow::Continue;
+                return Verdict::Ok;
             }
         };
         self.send(
@@ -638,7 +653,7 @@ impl FeslSession {
             number,
             &[("TXN", TXN), ("challenge", &challenge), ("ticket", &ticket)],
         );
-        Flow::Continue
+        Verdict::Ok
     }
 }
 
@@ -648,75 +663,21 @@ pub async fn run(
     ctx: FeslCtx,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    super::accept_loop("fesl", listener, shutdown.clone(), move |socket, peer| {
-        connection(socket, peer, ctx.clone(), shutdown.clone())
-    })
-    .await
+    let timing = ctx.config.connection.timing(ctx.config.ping_interval);
+    let FeslCtx { store, config, tls } = ctx;
+    let session =
+        move |peer: SocketAddr| FeslSession::new(store.clone(), config.clone(), peer.to_string());
+    super::connection::serve_all("fesl", listener, tls, timing, shutdown, session).await
 }
 
-async fn connection(
-    socket: tokio::net::TcpStream,
-    peer: SocketAddr,
-    ctx: FeslCtx,
-    shutdown: CancellationToken,
-) {
-    match ctx.tls.clone() {
-        None => serve(socket, peer, ctx, shutdown).await,
-        Some(config) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            match tokio::time::timeout(ctx.config.read_timeout, acceptor.accept(socket)).await {
-                Ok(Ok(tls)) => serve(tls, peer, ctx, shutdown).await,
-                Ok(Err(e)) => tracing::warn!(%peer, error = %e, "fesl: TLS handshake failed"),
-                Err(_) => tracing::warn!(%peer, "fesl: TLS handshake timed out"),
-            }
-        }
+/// The FESL server's entry in [`super::registry::REGISTRY`].
+pub struct FeslServer;
+
+impl EmulatedServer for FeslServer {
+    type Settings = FeslConfig;
+
+    fn start(&self, s: Start<FeslConfig>) -> Result<Serve, String> {
+        let fesl = FeslCtx::new(s.ctx.store, s.settings);
+        Ok(Box::pin(run(s.listener, fesl, s.ctx.shutdown)))
     }
-}
-
-async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
-    peer: SocketAddr,
-    ctx: FeslCtx,
-    shutdown: CancellationToken,
-) {
-    let config = ctx.config.clone();
-    let mut session = FeslSession::new(ctx.store, ctx.config, peer.to_string());
-    let mut clock = ReadClock::new();
-    let start = tokio::time::Instant::now() + config.ping_interval;
-    let mut ping = tokio::time::interval_at(start, config.ping_interval);
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut out = Vec::new();
-    tracing::debug!(%peer, "fesl: connected");
-    let reason = loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break "server shutting down".to_string(),
-            _ = ping.tick() => {
-                if session.greeted() && stream.write_all(&FeslSession::ping_packet()).await.is_err() {
-                    break "write failed".into();
-                }
-            }
-            read = clock.read(&mut stream, &mut buf, config.timeouts()) => match read {
-                Ok(0) => break "client closed".into(),
-                Ok(n) => {
-                    let flow = session.feed(&buf[..n], &mut out).await;
-                    clock.after_read(session.has_partial());
-                    if !out.is_empty() {
-                        if let Err(e) = stream.write_all(&out).await {
-                            break format!("write failed: {e}");
-                        }
-                        out.clear();
-                    }
-                    if flow == Flow::Close {
-                        break "closed by server".into();
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(%peer, "fesl: {e}; closing");
-                    break e.to_string();
-                }
-            }
-        }
-    };
-    let _ = stream.shutdown().await;
-    tracing::debug!(%peer, reason, "fesl: connection ended");
 }

@@ -1,17 +1,22 @@
 //! The emulated GameSpy GP (presence) login server: `\lc\1\` challenge, `\login\` with the
 //! ticket of FESL's GameSpyPreAuth as authtoken, `\lc\2\` with the proof, keep-alives.
 //!
-//! [`GpSession`] is the socket-free core; the login math is [`crate::dissect::gp`]'s.
+//! [`GpSession`] is the socket-free core; the login math is [`crate::dissect::gp`]'s, the
+//! buffering, limits and connection loop are the shared ones of [`super::framed`] and
+//! [`super::connection`]. `[servers.gp]` is [`GpConfig`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::fesl::Flow;
-use super::{Ra3Config, ReadClock};
+use super::connection::ConnectionConfig;
+pub use super::connection::Flow;
+use super::framed::{Framed, Limits, Protocol, Refusal, Verdict};
+use super::registry::{EmulatedServer, Serve, Start, secs};
 use crate::dissect::Framing;
 use crate::dissect::gp as codec;
 use crate::security::{Store, TicketError, TicketGrant, random_token};
@@ -32,15 +37,37 @@ pub mod code {
     pub const GENERAL: u32 = 0x000;
 }
 
+/// `[servers.gp]`: timing and limits of the GP server (besides `enabled` and `listen`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GpConfig {
+    /// How often the server sends `\ka\` once the client logged in (0: never).
+    #[serde(rename = "keep_alive_secs", with = "secs")]
+    pub keep_alive: Duration,
+    /// Read and idle timeouts, the largest message (at most the codec's 64 KiB), the
+    /// bad-message limit (malformed messages are answered with a non-fatal `\error\`).
+    #[serde(flatten)]
+    pub connection: ConnectionConfig,
+}
+
+impl Default for GpConfig {
+    fn default() -> Self {
+        GpConfig {
+            keep_alive: Duration::from_secs(30),
+            connection: ConnectionConfig::default(),
+        }
+    }
+}
+
 /// Everything a GP connection needs.
 #[derive(Clone)]
 pub struct GpCtx {
     pub store: Store,
-    pub config: Arc<Ra3Config>,
+    pub config: Arc<GpConfig>,
 }
 
 impl GpCtx {
-    pub fn new(store: Store, config: Ra3Config) -> Self {
+    pub fn new(store: Store, config: GpConfig) -> Self {
         GpCtx {
             store,
             config: Arc::new(config),
@@ -48,16 +75,20 @@ impl GpCtx {
     }
 }
 
-/// One connection's protocol state.
-pub struct GpSession {
+/// One connection's protocol state, message by message.
+pub struct GpHandler {
     store: Store,
-    config: Arc<Ra3Config>,
+    config: Arc<GpConfig>,
     peer: String,
-    buf: Vec<u8>,
     server_chal: String,
     grant: Option<TicketGrant>,
-    bad: u32,
 }
+
+/// A GP connection's socket-free core: client bytes in, reply bytes out.
+pub type GpSession = Framed<GpHandler>;
+
+/// The error GP answers a message it cannot parse with.
+const PARSE_ERROR: &str = "There was an error parsing an incoming request.";
 
 fn get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
     pairs
@@ -85,30 +116,79 @@ pub fn error_message(code: u32, fatal: bool, text: &str, id: &str) -> Vec<u8> {
 }
 
 impl GpSession {
-    pub fn new(store: Store, config: Arc<Ra3Config>, peer: impl Into<String>) -> Self {
+    pub fn new(store: Store, config: Arc<GpConfig>, peer: impl Into<String>) -> Self {
         Self::with_challenge(store, config, peer, uppercase_letters(10))
     }
 
     /// A session with a chosen server challenge (for test vectors).
     pub fn with_challenge(
         store: Store,
-        config: Arc<Ra3Config>,
+        config: Arc<GpConfig>,
         peer: impl Into<String>,
         server_chal: impl Into<String>,
     ) -> Self {
-        GpSession {
+        let peer = peer.into();
+        let handler = GpHandler {
             store,
             config,
-            peer: peer.into(),
-            buf: Vec::new(),
+            peer: peer.clone(),
             server_chal: server_chal.into(),
             grant: None,
-            bad: 0,
-        }
+        };
+        Framed::wrap(handler, peer)
     }
 
     /// What the server says first: `\lc\1\challenge\...\id\1\final\`.
     pub fn greeting(&self) -> Vec<u8> {
+        self.protocol().greeting_message()
+    }
+
+    pub fn keep_alive() -> Vec<u8> {
+        codec::write_message(&[("ka", "")])
+    }
+
+    pub fn logged_in(&self) -> bool {
+        self.protocol().grant.is_some()
+    }
+}
+
+impl Protocol for GpHandler {
+    const NAME: &'static str = "gp";
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_message: self.config.connection.max_message.min(codec::MAX_MESSAGE),
+            max_bad_messages: self.config.connection.max_bad_messages,
+        }
+    }
+
+    fn frame(&self, buf: &[u8]) -> Framing {
+        codec::frame(buf)
+    }
+
+    async fn message(&mut self, msg: &[u8], out: &mut Vec<u8>) -> Verdict {
+        GpHandler::message(self, msg, out).await
+    }
+
+    fn refuse(&mut self, why: &Refusal, out: &mut Vec<u8>) {
+        let text = match why {
+            Refusal::TooLarge(_) => "Message too large",
+            Refusal::Unframeable(_) => PARSE_ERROR,
+        };
+        out.extend(error_message(code::PARSE, true, text, "1"));
+    }
+
+    fn greeting(&mut self) -> Vec<u8> {
+        self.greeting_message()
+    }
+
+    fn keep_alive(&self) -> Option<Vec<u8>> {
+        self.grant.is_some().then(GpSession::keep_alive)
+    }
+}
+
+impl GpHandler {
+    fn greeting_message(&self) -> Vec<u8> {
         codec::write_message(&[
             ("lc", "1"),
             ("challenge", self.server_chal.as_str()),
@@ -116,78 +196,13 @@ impl GpSession {
         ])
     }
 
-    pub fn keep_alive() -> Vec<u8> {
-        codec::write_message(&[("ka", "")])
-    }
-
-    pub fn has_partial(&self) -> bool {
-        !self.buf.is_empty()
-    }
-
-    pub fn logged_in(&self) -> bool {
-        self.grant.is_some()
-    }
-
-    /// Takes client bytes (any split) and appends the replies to `out`.
-    pub async fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Flow {
-        self.buf.extend_from_slice(data);
-        let limit = self.config.max_message.min(codec::MAX_MESSAGE);
-        let mut at = 0;
-        let flow = loop {
-            let rest = &self.buf[at..];
-            if rest.is_empty() {
-                break Flow::Continue;
-            }
-            match codec::frame(rest) {
-                Framing::Complete(n) if n <= limit => {
-                    let msg = rest[..n].to_vec();
-                    at += n;
-                    if self.message(&msg, out).await == Flow::Close {
-                        break Flow::Close;
-                    }
-                }
-                Framing::NeedMore(_) if rest.len() <= limit => break Flow::Continue,
-                Framing::Complete(_) | Framing::NeedMore(_) => {
-                    tracing::warn!(peer = %self.peer, "gp: message larger than the limit; closing");
-                    out.extend(error_message(code::PARSE, true, "Message too large", "1"));
-                    break Flow::Close;
-                }
-                Framing::Unframeable { reason, .. } => {
-                    tracing::warn!(peer = %self.peer, %reason, "gp: unframeable input; closing");
-                    out.extend(error_message(
-                        code::PARSE,
-                        true,
-                        "There was an error parsing an incoming request.",
-                        "1",
-                    ));
-                    break Flow::Close;
-                }
-            }
-        };
-        self.buf.drain(..at);
-        if flow == Flow::Close {
-            self.buf.clear();
-        }
-        flow
-    }
-
-    async fn message(&mut self, msg: &[u8], out: &mut Vec<u8>) -> Flow {
+    async fn message(&mut self, msg: &[u8], out: &mut Vec<u8>) -> Verdict {
         let pairs = match codec::parse_message(msg) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(peer = %self.peer, error = %e, "gp: malformed message");
-                out.extend(error_message(
-                    code::PARSE,
-                    false,
-                    "There was an error parsing an incoming request.",
-                    "1",
-                ));
-                self.bad += 1;
-                return if self.bad > self.config.max_bad_messages {
-                    Flow::Close
-                } else {
-                    Flow::Continue
-                };
+                out.extend(error_message(code::PARSE, false, PARSE_ERROR, "1"));
+                return Verdict::Bad;
             }
         };
         let id = get(&pairs, "id").unwrap_or("1").to_owned();
@@ -195,10 +210,10 @@ impl GpSession {
         match command {
             "login" => self.login(&pairs, &id, out).await,
             "ka" => {
-                out.extend(Self::keep_alive());
-                Flow::Continue
+                out.extend(GpSession::keep_alive());
+                Verdict::Ok
             }
-            "logout" => Flow::Close,
+            "logout" => Verdict::Close,
             _ if self.grant.is_none() => {
                 out.extend(error_message(
                     code::NOT_LOGGED_IN,
@@ -206,10 +221,10 @@ impl GpSession {
                     "This request cannot be processed because you are not logged in.",
                     &id,
                 ));
-                Flow::Continue
+                Verdict::Ok
             }
             // Presence updates after login have no answer in GP.
-            "status" | "statusinfo" => Flow::Continue,
+            "status" | "statusinfo" => Verdict::Ok,
             other => {
                 tracing::info!(peer = %self.peer, command = other, "gp: unsupported command");
                 out.extend(error_message(
@@ -218,15 +233,15 @@ impl GpSession {
                     "Unsupported request.",
                     &id,
                 ));
-                Flow::Continue
+                Verdict::Ok
             }
         }
     }
 
-    async fn login(&mut self, pairs: &[(String, String)], id: &str, out: &mut Vec<u8>) -> Flow {
+    async fn login(&mut self, pairs: &[(String, String)], id: &str, out: &mut Vec<u8>) -> Verdict {
         if self.grant.is_some() {
             out.extend(error_message(code::LOGIN, false, "Already logged in.", id));
-            return Flow::Continue;
+            return Verdict::Ok;
         }
         let (Some(client_chal), Some(authtoken), Some(response)) = (
             get(pairs, "challenge"),
@@ -240,7 +255,7 @@ impl GpSession {
                 "Invalid login request.",
                 id,
             ));
-            return Flow::Close;
+            return Verdict::Close;
         };
         let refuse = |out: &mut Vec<u8>, e: TicketError, peer: &str| {
             tracing::info!(peer, error = %e, "gp: login refused");
@@ -253,7 +268,7 @@ impl GpSession {
                 ),
             };
             out.extend(error_message(code, true, text, id));
-            Flow::Close
+            Verdict::Close
         };
         let grant = match self.store.peek_ticket(authtoken).await {
             Ok(g) => g,
@@ -274,7 +289,7 @@ impl GpSession {
                 "The password provided is incorrect.",
                 id,
             ));
-            return Flow::Close;
+            return Verdict::Close;
         }
         let grant = match self.store.consume_ticket(authtoken).await {
             Ok(g) => g,
@@ -299,7 +314,7 @@ impl GpSession {
         tracing::info!(peer = %self.peer, user = grant.user_id, persona = grant.persona_id, "gp: login");
         tracing::info!(target: "gamewire::audit", kind = "login", service = "gp", peer = %self.peer, who = %grant.persona_name, user = grant.user_id, "login accepted");
         self.grant = Some(grant);
-        Flow::Continue
+        Verdict::Ok
     }
 }
 
@@ -309,53 +324,24 @@ pub async fn run(
     ctx: GpCtx,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    super::accept_loop("gp", listener, shutdown.clone(), move |socket, peer| {
-        serve(socket, peer, ctx.clone(), shutdown.clone())
-    })
-    .await
+    let timing = ctx.config.connection.timing(ctx.config.keep_alive);
+    let session = move |peer: SocketAddr| {
+        GpSession::new(ctx.store.clone(), ctx.config.clone(), peer.to_string())
+    };
+    super::connection::serve_all("gp", listener, None, timing, shutdown, session).await
 }
 
-async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: GpCtx, shutdown: CancellationToken) {
-    let config = ctx.config.clone();
-    let mut session = GpSession::new(ctx.store, ctx.config, peer.to_string());
-    if stream.write_all(&session.greeting()).await.is_err() {
-        return;
+/// The GP server's entry in [`super::registry::REGISTRY`].
+pub struct GpServer;
+
+impl EmulatedServer for GpServer {
+    type Settings = GpConfig;
+
+    fn start(&self, s: Start<GpConfig>) -> Result<Serve, String> {
+        Ok(Box::pin(run(
+            s.listener,
+            GpCtx::new(s.ctx.store, s.settings),
+            s.ctx.shutdown,
+        )))
     }
-    let mut clock = ReadClock::new();
-    let start = tokio::time::Instant::now() + config.ping_interval;
-    let mut ka = tokio::time::interval_at(start, config.ping_interval);
-    let mut buf = vec![0u8; 8 * 1024];
-    let mut out = Vec::new();
-    let reason = loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break "server shutting down".to_string(),
-            _ = ka.tick() => {
-                if session.logged_in() && stream.write_all(&GpSession::keep_alive()).await.is_err() {
-                    break "write failed".into();
-                }
-            }
-            read = clock.read(&mut stream, &mut buf, config.timeouts()) => match read {
-                Ok(0) => break "client closed".into(),
-                Ok(n) => {
-                    let flow = session.feed(&buf[..n], &mut out).await;
-                    clock.after_read(session.has_partial());
-                    if !out.is_empty() {
-                        if let Err(e) = stream.write_all(&out).await {
-                            break format!("write failed: {e}");
-                        }
-                        out.clear();
-                    }
-                    if flow == Flow::Close {
-                        break "closed by server".into();
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(%peer, "gp: {e}; closing");
-                    break e.to_string();
-                }
-            }
-        }
-    };
-    let _ = stream.shutdown().await;
-    tracing::debug!(%peer, reason, "gp: connection ended");
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use gamewire::dissect::registry::Registry;
 use gamewire::dissect::session::decode_capture;
-use gamewire::engine::config::{Config, ServerConfig, TapConfig};
+use gamewire::engine::config::{Config, TapConfig};
 use gamewire::engine::{Engine, RouteState, StartOptions};
 use gamewire::security::{TEST_EMAIL, TEST_PASSWORD};
 
@@ -43,14 +43,8 @@ fn the_scripted_client_logs_in_through_the_taps_and_the_capture_decodes_cleanly(
     };
     config.proxy.enabled = false;
     config.servers.disable_all();
-    config.servers.fesl = ServerConfig {
-        enabled: true,
-        listen: Some(fesl_server),
-    };
-    config.servers.gp = ServerConfig {
-        enabled: true,
-        listen: Some(gp_server),
-    };
+    assert!(config.servers.enable_at("fesl", fesl_server));
+    assert!(config.servers.enable_at("gp", gp_server));
     let engine = Engine::start(config, StartOptions::default()).unwrap();
     assert_eq!(running(&engine, "fesl-server"), fesl_server);
     let (fesl_tap, gp_tap) = (running(&engine, "fesl"), running(&engine, "gp"));

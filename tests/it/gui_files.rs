@@ -20,7 +20,7 @@ use gamewire::capture::{
 };
 use gamewire::dissect::registry::Registry;
 use gamewire::dissect::session::decode_capture;
-use gamewire::engine::config::{Config, ServerConfig, TapConfig};
+use gamewire::engine::config::{Config, TapConfig};
 use gamewire::engine::log_ring::LogRing;
 use gamewire::engine::{Engine, StartOptions};
 use gamewire::gui::Viewer;
@@ -279,14 +279,8 @@ fn engine(dir: &Path) -> Engine {
         ..Config::default()
     };
     config.proxy.enabled = false;
-    config.servers.fesl = ServerConfig {
-        enabled: true,
-        listen: Some(fesl_server),
-    };
-    config.servers.gp = ServerConfig {
-        enabled: true,
-        listen: Some(gp_server),
-    };
+    assert!(config.servers.enable_at("fesl", fesl_server));
+    assert!(config.servers.enable_at("gp", gp_server));
     Engine::start(config, StartOptions::default()).unwrap()
 }
 

@@ -16,7 +16,7 @@ use gamewire::capture::{
     Transport,
 };
 use gamewire::dissect::fesl::{Tag, write_packet};
-use gamewire::engine::config::{Config, ServerConfig, TapConfig};
+use gamewire::engine::config::{Config, TapConfig};
 use gamewire::engine::{Engine, StartOptions};
 use gamewire::gui::Viewer;
 use gamewire::gui::decode::{Buffer, NodeRef};
@@ -368,10 +368,7 @@ fn fesl_engine() -> (Engine, tempfile::TempDir) {
     };
     config.proxy.enabled = false;
     config.servers.disable_all();
-    config.servers.fesl = ServerConfig {
-        enabled: true,
-        listen: Some(server),
-    };
+    assert!(config.servers.enable_at("fesl", server));
     let engine = Engine::start(config, StartOptions::default()).expect("engine");
     (engine, dir)
 }

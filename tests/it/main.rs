@@ -36,3 +36,4 @@ mod save;
 mod sc_services;
 mod sdjson;
 mod serve;
+mod server_table;

@@ -13,9 +13,9 @@ use gamewire::dissect::gp::{self as gcodec, Gp};
 use gamewire::dissect::stream::decode_connection;
 use gamewire::dissect::{Context, Dissector};
 use gamewire::security::{HashCost, LoginError, Store, StoreError, TicketError};
-use gamewire::servers::Ra3Config;
-use gamewire::servers::fesl::{FeslCtx, FeslSession, Flow};
-use gamewire::servers::gp::{GpCtx, GpSession};
+use gamewire::servers::connection::ConnectionConfig;
+use gamewire::servers::fesl::{FeslConfig, FeslCtx, FeslSession, Flow};
+use gamewire::servers::gp::{GpConfig, GpCtx, GpSession};
 use gamewire::servers::ra3_client::{self, FeslClient, HELLO, Step};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -23,12 +23,13 @@ use tokio_util::sync::CancellationToken;
 
 const S2C: Direction = Direction::ServerToClient;
 
-struct Env {
-    _dir: tempfile::TempDir,
-    store: Store,
-    fesl: SocketAddr,
-    gp: SocketAddr,
-    shutdown: CancellationToken,
+/// A FESL and a GP server on 127.0.0.1 over one accounts file; stopped when dropped.
+pub(crate) struct Env {
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) store: Store,
+    pub(crate) fesl: SocketAddr,
+    pub(crate) gp: SocketAddr,
+    pub(crate) shutdown: CancellationToken,
 }
 
 impl Drop for Env {
@@ -37,34 +38,57 @@ impl Drop for Env {
     }
 }
 
-fn test_config() -> Ra3Config {
-    Ra3Config {
+/// The settings of both servers.
+#[derive(Clone)]
+struct Configs {
+    fesl: FeslConfig,
+    gp: GpConfig,
+}
+
+fn test_config() -> Configs {
+    let connection = ConnectionConfig {
         read_timeout: Duration::from_millis(400),
         idle_timeout: Duration::from_secs(20),
-        ..Ra3Config::default()
+        ..ConnectionConfig::default()
+    };
+    Configs {
+        fesl: FeslConfig {
+            connection: connection.clone(),
+            ..FeslConfig::default()
+        },
+        gp: GpConfig {
+            connection,
+            ..GpConfig::default()
+        },
     }
 }
 
-async fn start(config: Ra3Config) -> Env {
+async fn start(config: Configs) -> Env {
     start_with(config, None).await
 }
 
-async fn start_with(config: Ra3Config, tls: Option<Arc<rustls::ServerConfig>>) -> Env {
+/// A fresh accounts file in a temporary directory, with cheap password hashes.
+pub(crate) async fn cheap_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("data/accounts.db"))
         .await
         .unwrap()
         .with_hash_cost(HashCost::Cheap);
+    (dir, store)
+}
+
+async fn start_with(config: Configs, tls: Option<Arc<rustls::ServerConfig>>) -> Env {
+    let (dir, store) = cheap_store().await;
     let shutdown = CancellationToken::new();
     let fl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (fesl, gp) = (fl.local_addr().unwrap(), gl.local_addr().unwrap());
-    let mut fctx = FeslCtx::new(store.clone(), config.clone());
+    let mut fctx = FeslCtx::new(store.clone(), config.fesl);
     fctx.tls = tls;
     tokio::spawn(gamewire::servers::fesl::run(fl, fctx, shutdown.clone()));
     tokio::spawn(gamewire::servers::gp::run(
         gl,
-        GpCtx::new(store.clone(), config),
+        GpCtx::new(store.clone(), config.gp),
         shutdown.clone(),
     ));
     Env {
@@ -84,7 +108,7 @@ async fn add(env: &Env, email: &str, persona: Option<&str>) -> i64 {
     u.id
 }
 
-fn get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(crate) fn get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
     pairs
         .iter()
         .find(|(k, _)| k == key)
@@ -115,7 +139,7 @@ fn code_of(r: Result<Vec<(String, String)>, ra3_client::FlowError>) -> u32 {
 }
 
 /// Everything the server sends until it closes (or `wait` passes without a byte).
-async fn read_until_close(s: &mut TcpStream, wait: Duration) -> (Vec<u8>, bool) {
+pub(crate) async fn read_until_close(s: &mut TcpStream, wait: Duration) -> (Vec<u8>, bool) {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -127,7 +151,7 @@ async fn read_until_close(s: &mut TcpStream, wait: Duration) -> (Vec<u8>, bool) 
     }
 }
 
-fn fesl_messages(mut bytes: &[u8]) -> Vec<(fcodec::Header, Vec<(String, String)>)> {
+pub(crate) fn fesl_messages(mut bytes: &[u8]) -> Vec<(fcodec::Header, Vec<(String, String)>)> {
     let mut out = Vec::new();
     while let Ok(h) = fcodec::parse_header(bytes) {
         let n = h.size as usize;
@@ -233,10 +257,8 @@ fn assert_decodes_cleanly(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorded_session_decodes_without_errors_in_the_fesl_and_gp_dissectors() {
-    let config = Ra3Config {
-        fragment_size: 256,
-        ..test_config()
-    };
+    let mut config = test_config();
+    config.fesl.fragment_size = 256;
     let env = start(config).await;
     let uid = add(&env, "rec@test", Some("Recorder")).await;
     // Enough personas that the NuGetPersonas reply is fragmented (the client's Hello asks
@@ -497,10 +519,9 @@ async fn fragmented_client_messages_are_reassembled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_pings_on_the_interval_and_gp_answers_keep_alives() {
-    let config = Ra3Config {
-        ping_interval: Duration::from_millis(150),
-        ..test_config()
-    };
+    let mut config = test_config();
+    config.fesl.ping_interval = Duration::from_millis(150);
+    config.gp.keep_alive = Duration::from_millis(150);
     let env = start(config).await;
     let mut s = TcpStream::connect(env.fesl).await.unwrap();
     s.write_all(&fcodec::write_packet(
@@ -632,7 +653,7 @@ async fn gp_server_answers_the_published_test_vector() {
         )
         .await
         .unwrap();
-    let config = Arc::new(test_config());
+    let config = Arc::new(test_config().gp);
     let mut s = GpSession::with_challenge(store.clone(), config.clone(), "vector", "ABCDEFGHIJ");
     assert_eq!(
         s.greeting(),
@@ -1138,7 +1159,7 @@ fn client_cli_runs_the_flow_and_fails_on_the_first_error() {
 async fn session_core_accepts_any_split_of_the_input() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("split.db")).await.unwrap();
-    let config = Arc::new(test_config());
+    let config = Arc::new(test_config().fesl);
     let input = [
         fcodec::write_packet(b"fsys", Tag::SingleClient, 1, HELLO, true),
         fcodec::write_packet(

@@ -17,7 +17,7 @@ use gamewire::capture::Direction;
 use gamewire::dissect::Node;
 use gamewire::dissect::registry::Registry;
 use gamewire::dissect::session::decode_capture;
-use gamewire::engine::config::{Config, ServerConfig, TapConfig};
+use gamewire::engine::config::{Config, TapConfig};
 use gamewire::engine::{Engine, RouteState, StartOptions};
 use gamewire::security::jwt::{Claims, DEFAULT_ISSUER, Signer};
 use gamewire::security::{HashCost, Store, TEST_EMAIL, TEST_PASSWORD};
@@ -78,14 +78,14 @@ impl Sc {
         };
         config.proxy.enabled = false;
         config.servers.disable_all();
-        let on = |a: SocketAddr| ServerConfig {
-            enabled: true,
-            listen: Some(a),
-        };
-        config.servers.sc_diffusion = on(servers["sc-diffusion-server"]);
-        config.servers.sc_login = on(servers["sc-login-server"]);
-        config.servers.sc_game = on(servers["sc-game-server"]);
-        config.servers.sc_catchall = on(servers["sc-catchall-server"]);
+        for (section, route) in [
+            ("sc_diffusion", "sc-diffusion-server"),
+            ("sc_login", "sc-login-server"),
+            ("sc_game", "sc-game-server"),
+            ("sc_catchall", "sc-catchall-server"),
+        ] {
+            assert!(config.servers.enable_at(section, servers[route]));
+        }
         // The defaults, moved to the free ports.
         let mut sc_taps: Vec<TapConfig> = gamewire::engine::config::default_taps()
             .into_iter()

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::CatchallRule;
+use crate::servers::registry::{EmulatedServer, NoSettings, Serve, Start};
 
 /// Largest request body read.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -205,6 +206,18 @@ pub async fn run(
         },
     )
     .await
+}
+
+/// The catch-all server's entry in [`crate::servers::registry::REGISTRY`].
+pub struct CatchallServer;
+
+impl EmulatedServer for CatchallServer {
+    type Settings = NoSettings;
+
+    fn start(&self, s: Start<NoSettings>) -> Result<Serve, String> {
+        let server = CatchAll::new(s.ctx.sc.catchall.clone(), s.ctx.schemas);
+        Ok(Box::pin(run(s.listener, server, s.ctx.shutdown)))
+    }
 }
 
 #[cfg(test)]

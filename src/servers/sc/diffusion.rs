@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
-use tokio::io::AsyncWriteExt;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +17,10 @@ use super::ScSettings;
 use super::pb::diffusion as pb;
 use crate::dissect::protobuf::top_level_string;
 use crate::dissect::sc::{HEADER_LEN, MAGIC};
-use crate::servers::{ReadClock, Timeouts};
+pub use crate::servers::Flow;
+use crate::servers::Timeouts;
+use crate::servers::connection::{Session, Timing};
+use crate::servers::registry::{EmulatedServer, Serve, Start, secs};
 
 /// Largest payload the server accepts from a client.
 pub const MAX_CLIENT_PAYLOAD: usize = 1024 * 1024;
@@ -28,13 +31,6 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a client may take to finish a frame it started, so one that dribbles a byte
 /// now and then cannot hold a connection open.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Whether the connection goes on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Flow {
-    Continue,
-    Close,
-}
 
 /// Frames `payload` for the wire.
 pub fn frame(payload: &[u8]) -> Vec<u8> {
@@ -223,49 +219,81 @@ impl DiffusionSession {
     }
 }
 
+/// `[servers.sc_diffusion]`: the diffusion server's timing (besides `enabled` and `listen`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DiffusionConfig {
+    /// How long a client may take to finish a frame it started.
+    #[serde(rename = "read_timeout_secs", with = "secs")]
+    pub read_timeout: Duration,
+    /// How long a connection may stay silent between frames.
+    #[serde(rename = "idle_timeout_secs", with = "secs")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for DiffusionConfig {
+    fn default() -> Self {
+        DiffusionConfig {
+            read_timeout: READ_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+        }
+    }
+}
+
 pub async fn run(
     listener: TcpListener,
     settings: Arc<ScSettings>,
+    config: DiffusionConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     crate::servers::accept_loop(
         "sc-diffusion",
         listener,
         shutdown.clone(),
-        move |socket, peer| connection(socket, peer, settings.clone(), shutdown.clone()),
+        move |socket, peer| {
+            connection(
+                socket,
+                peer,
+                settings.clone(),
+                config.clone(),
+                shutdown.clone(),
+            )
+        },
     )
     .await
 }
 
 async fn connection(
-    mut socket: tokio::net::TcpStream,
+    socket: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     settings: Arc<ScSettings>,
+    config: DiffusionConfig,
     shutdown: CancellationToken,
 ) {
-    let mut session = DiffusionSession::new(settings);
+    let session = DiffusionSession::new(settings);
     tracing::info!(%peer, session = %session.session_id(), "diffusion client connected");
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut clock = ReadClock::new();
-    let limits = Timeouts {
-        read: READ_TIMEOUT,
-        idle: IDLE_TIMEOUT,
+    let timing = Timing {
+        timeouts: Timeouts {
+            read: config.read_timeout,
+            idle: config.idle_timeout,
+        },
+        keep_alive: None,
     };
-    loop {
-        let n = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = clock.read(&mut socket, &mut buf, limits) => match r {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::info!(%peer, "diffusion: {e}; closing");
-                    break;
-                }
-            },
-        };
-        let (reply, flow) = session.input(&buf[..n]);
-        clock.after_read(session.has_partial());
-        for event in session.events.drain(..) {
+    let session = Logged { session, peer };
+    crate::servers::connection::serve("diffusion", socket, peer, session, timing, shutdown).await;
+}
+
+/// A session whose events become log lines with the peer's address.
+struct Logged {
+    session: DiffusionSession,
+    peer: std::net::SocketAddr,
+}
+
+impl Session for Logged {
+    async fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Flow {
+        let (reply, flow) = self.session.input(data);
+        let peer = self.peer;
+        for event in self.session.events.drain(..) {
             match event {
                 Event::Answered(name) => tracing::info!(%peer, "diffusion {name}"),
                 Event::Ignored(name) => {
@@ -274,19 +302,35 @@ async fn connection(
                 Event::Bad(reason) => tracing::warn!(%peer, "diffusion: {reason}"),
             }
         }
-        if !reply.is_empty() && socket.write_all(&reply).await.is_err() {
-            break;
-        }
-        if flow == Flow::Close {
-            break;
-        }
+        out.extend(reply);
+        flow
     }
-    let _ = socket.shutdown().await;
+
+    fn has_partial(&self) -> bool {
+        self.session.has_partial()
+    }
+}
+
+/// The diffusion server's entry in [`crate::servers::registry::REGISTRY`].
+pub struct DiffusionServer;
+
+impl EmulatedServer for DiffusionServer {
+    type Settings = DiffusionConfig;
+
+    fn start(&self, s: Start<DiffusionConfig>) -> Result<Serve, String> {
+        Ok(Box::pin(run(
+            s.listener,
+            s.ctx.sc,
+            s.settings,
+            s.ctx.shutdown,
+        )))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
 
     fn session() -> DiffusionSession {
         DiffusionSession::new(Arc::new(ScSettings::default()))
@@ -337,7 +381,8 @@ mod tests {
             let (socket, peer) = listener.accept().await.expect("accept");
             let start = tokio::time::Instant::now();
             let settings = Arc::new(ScSettings::default());
-            connection(socket, peer, settings, CancellationToken::new()).await;
+            let config = DiffusionConfig::default();
+            connection(socket, peer, settings, config, CancellationToken::new()).await;
             start.elapsed()
         });
         let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");

@@ -37,6 +37,7 @@ use super::pb::push::{ListenRequest, ListenResponse};
 use super::{FILE_DESCRIPTOR_SET, ScCtx, login::check_token};
 use crate::security::expiring::Expiring;
 use crate::security::jwt::{Claims, now};
+use crate::servers::registry::{EmulatedServer, NoSettings, Serve, Start};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GameError {
@@ -309,4 +310,20 @@ pub async fn run(
         )
         .await
         .map_err(|e| GameError::Serve(e.to_string()))
+}
+
+/// The game server's entry in [`crate::servers::registry::REGISTRY`].
+pub struct GameServer;
+
+impl EmulatedServer for GameServer {
+    type Settings = NoSettings;
+    const USES_SC_SIGNER: bool = true;
+
+    fn start(&self, s: Start<NoSettings>) -> Result<Serve, String> {
+        let (sc, stop) = (s.ctx.sc_ctx()?, s.ctx.shutdown);
+        let serve = run(s.listener, sc, stop);
+        Ok(Box::pin(async {
+            serve.await.map_err(std::io::Error::other)
+        }))
+    }
 }

@@ -25,6 +25,7 @@ use super::{ScCtx, citizen_id};
 use crate::security::LoginError;
 use crate::security::expiring::Expiring;
 use crate::security::jwt::{Claims, TokenError, now};
+use crate::servers::registry::{EmulatedServer, NoSettings, Serve, Start};
 
 /// A session the login server issued.
 #[derive(Clone, Debug)]
@@ -108,6 +109,19 @@ pub async fn run(
     )
     .with_graceful_shutdown(shutdown.cancelled_owned())
     .await
+}
+
+/// The login server's entry in [`crate::servers::registry::REGISTRY`].
+pub struct LoginServer;
+
+impl EmulatedServer for LoginServer {
+    type Settings = NoSettings;
+    const USES_SC_SIGNER: bool = true;
+
+    fn start(&self, s: Start<NoSettings>) -> Result<Serve, String> {
+        let sc = s.ctx.sc_ctx()?;
+        Ok(Box::pin(run(s.listener, sc, s.ctx.shutdown)))
+    }
 }
 
 const STYLE: &str = "body{font-family:sans-serif;max-width:40em;margin:2em auto}\
