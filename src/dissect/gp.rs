@@ -21,6 +21,8 @@ use std::borrow::Cow;
 
 use crate::capture::Direction;
 
+use super::fields::{FieldDef, FieldPath, FieldType};
+
 use super::{Context, Dissector, EncodeError, Framing, Message, Node, StreamDecoder, Value};
 
 /// Largest message accepted, `\final\` included.
@@ -478,12 +480,28 @@ const COMMANDS: &[&[u8]] = &[
     b"updatepro",
 ];
 
+/// The protocol name: the dissector's name and its filter namespace.
+pub const NAME: &str = "gp";
+
+/// The filter fields gp registers.
+const FIELDS: [FieldDef; 1] = [FieldDef {
+    name: "gp.command",
+    aliases: &["gp.cmd"],
+    ty: FieldType::Text,
+    help: "the message's first key (`login`, `lc`, ...)",
+    paths: &[FieldPath::FirstChildName],
+}];
+
 /// The GameSpy GP dissector.
 pub struct Gp;
 
 impl Dissector for Gp {
     fn name(&self) -> &'static str {
-        "gp"
+        NAME
+    }
+
+    fn fields(&self) -> &'static [FieldDef] {
+        &FIELDS
     }
 
     fn default_ports(&self) -> &'static [u16] {

@@ -27,6 +27,8 @@ use prost_reflect::{DescriptorPool, MessageDescriptor};
 
 use crate::capture::Direction;
 
+use super::fields::{FieldDef, FieldPath, FieldType};
+
 use super::{
     Context, DerivedBuffer, Dissector, EncodeError, Node, StreamDecoder, Value, http2, protobuf,
 };
@@ -39,12 +41,48 @@ pub const MAX_DECOMPRESSED: usize = 64 * 1024 * 1024;
 /// Bytes of the length prefix.
 pub const PREFIX: usize = 5;
 
+/// The protocol name: the dissector's name and its filter namespace.
+pub const NAME: &str = "grpc";
+
+/// The filter fields grpc registers.
+const FIELDS: [FieldDef; 3] = [
+    FieldDef {
+        name: "grpc.method",
+        aliases: &["grpc.path"],
+        ty: FieldType::Text,
+        help: "the called method (`/package.Service/Method`)",
+        paths: &[FieldPath::Anywhere(":path")],
+    },
+    FieldDef {
+        name: "grpc.status",
+        aliases: &[],
+        ty: FieldType::Number,
+        help: "the `grpc-status` trailer",
+        paths: &[FieldPath::Anywhere("grpc-status")],
+    },
+    FieldDef {
+        name: "grpc.message",
+        aliases: &[],
+        ty: FieldType::Text,
+        help: "the `grpc-message` trailer",
+        paths: &[FieldPath::Anywhere("grpc-message")],
+    },
+];
+
 /// gRPC over cleartext HTTP/2 (TLS already terminated by the tap).
 pub struct Grpc;
 
 impl Dissector for Grpc {
     fn name(&self) -> &'static str {
-        "grpc"
+        NAME
+    }
+
+    fn fields(&self) -> &'static [FieldDef] {
+        &FIELDS
+    }
+
+    fn filter_namespaces(&self) -> &'static [&'static str] {
+        &["http", "h2", "http2"]
     }
 
     fn default_ports(&self) -> &'static [u16] {

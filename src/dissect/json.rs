@@ -576,6 +576,9 @@ fn is_number_literal(s: &str) -> bool {
     ok && n.error().is_none() && p.i == s.len()
 }
 
+/// The protocol name: the dissector's name and its filter namespace.
+pub const NAME: &str = "json";
+
 /// Bare JSON streams: one message per top-level value.
 pub struct Json;
 
@@ -583,7 +586,11 @@ struct JsonDecoder;
 
 impl Dissector for Json {
     fn name(&self) -> &'static str {
-        "json"
+        NAME
+    }
+
+    fn nested(&self) -> bool {
+        true
     }
 
     fn detect(&self, first: &[u8], _dir: Direction) -> bool {

@@ -2,13 +2,15 @@
 //! tree whose nodes carry their byte ranges, and (where editing makes sense) encodes an
 //! edited tree back to bytes.
 //!
-//! A protocol is one file here implementing [`Dissector`], registered in
-//! [`registry::Registry::standard`]. The [`stream`] driver does the buffering, framing and
-//! resynchronisation that every protocol needs, so dissectors only say where a message ends
-//! and what it contains.
+//! A protocol is one file (or a folder split by job) here implementing [`Dissector`],
+//! registered in [`registry::Registry::standard`]. The [`stream`] driver does the buffering,
+//! framing and resynchronisation that every protocol needs, so dissectors only say where a
+//! message ends and what it contains. Each dissector also registers the filter fields it
+//! offers ([`Dissector::fields`]); the filter language reads them from the registry.
 
 pub mod export;
 pub mod fesl;
+pub mod fields;
 pub mod filter;
 pub mod gp;
 pub mod grpc;
@@ -27,6 +29,7 @@ pub mod tree;
 
 use crate::capture::Direction;
 
+pub use fields::{FieldDef, FieldPath, FieldType, FilterFields, FilterNamespace};
 pub use registry::Registry;
 pub use tree::{Node, Value};
 
@@ -156,5 +159,22 @@ pub trait Dissector: Send + Sync {
     /// compressed again), the editable fields are that buffer's, so this tree holds them.
     fn edit_tree(&self, msg: &Message) -> Node {
         msg.tree.clone()
+    }
+
+    /// The filter fields this protocol offers (see [`fields`]).
+    fn fields(&self) -> &'static [FieldDef] {
+        &[]
+    }
+
+    /// Filter namespaces besides [`Dissector::name`] whose fields look at this protocol's
+    /// connections (gRPC runs over HTTP/2, so `h2.*` and `http.*` cover it too).
+    fn filter_namespaces(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Whether this protocol's trees also sit inside other protocols' messages (JSON
+    /// bodies, protobuf payloads), so its namespace's paths are searched in every message.
+    fn nested(&self) -> bool {
+        false
     }
 }

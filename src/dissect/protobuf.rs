@@ -26,12 +26,19 @@ pub use encode::encode_message;
 pub use schema::{DEFAULT_SCHEMA_DIR, SchemaError, load_schemas, schema_dirs};
 pub use wire::MAX_FIELD_NUMBER;
 
+/// The protocol name: the dissector's name and its filter namespace.
+pub const NAME: &str = "protobuf";
+
 /// Raw protobuf messages, one per packet, decoded without a schema.
 pub struct Protobuf;
 
 impl Dissector for Protobuf {
     fn name(&self) -> &'static str {
-        "protobuf"
+        NAME
+    }
+
+    fn nested(&self) -> bool {
+        true
     }
 
     fn decoder(&self, _dir: Direction, _ctx: &Context) -> Box<dyn StreamDecoder> {

@@ -20,6 +20,7 @@ mod engine_taps;
 mod engine_tls;
 mod engine_zero_copy;
 mod filter;
+mod filter_fields;
 mod grpc_tap;
 #[cfg(feature = "gui")]
 mod gui;

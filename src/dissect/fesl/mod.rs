@@ -62,6 +62,8 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
 use crate::capture::Direction;
 
+use super::fields::{FieldDef, FieldPath, FieldType};
+
 use super::{
     Context, DerivedBuffer, Dissector, EncodeError, Framing, Message, Node, StreamDecoder, Value,
 };
@@ -79,12 +81,58 @@ const MAX_OPEN_REASSEMBLIES: usize = 8;
 /// How much of a partly collected message is decoded to find its TXN for the label.
 const PEEK_CHARS: usize = 4096;
 
+/// The protocol name: the dissector's name and its filter namespace.
+pub const NAME: &str = "fesl";
+
+/// The filter fields fesl registers.
+const FIELDS: [FieldDef; 5] = [
+    FieldDef {
+        name: "fesl.txn",
+        aliases: &[],
+        ty: FieldType::Text,
+        help: "the transaction (`NuLogin`, `GetStats`, ...)",
+        paths: &[FieldPath::Anchored(&["payload", "TXN"])],
+    },
+    FieldDef {
+        name: "fesl.command",
+        aliases: &["fesl.cmd"],
+        ty: FieldType::Text,
+        help: "the header command (`fsys`, `acct`, ...)",
+        paths: &[FieldPath::Anchored(&["header", "command"])],
+    },
+    FieldDef {
+        name: "fesl.type",
+        aliases: &[],
+        ty: FieldType::Number,
+        help: "the header type, or its name (`TAG_SINGLE_CLIENT`, ...)",
+        paths: &[FieldPath::Anchored(&["header", "type"])],
+    },
+    FieldDef {
+        name: "fesl.number",
+        aliases: &[],
+        ty: FieldType::Number,
+        help: "the header packet number",
+        paths: &[FieldPath::Anchored(&["header", "number"])],
+    },
+    FieldDef {
+        name: "fesl.size",
+        aliases: &[],
+        ty: FieldType::Number,
+        help: "the header size",
+        paths: &[FieldPath::Anchored(&["header", "size"])],
+    },
+];
+
 /// The FESL dissector.
 pub struct Fesl;
 
 impl Dissector for Fesl {
     fn name(&self) -> &'static str {
-        "fesl"
+        NAME
+    }
+
+    fn fields(&self) -> &'static [FieldDef] {
+        &FIELDS
     }
 
     /// 18840 is Red Alert 3's retail FESL port; 18800 gamewire's emulator default.

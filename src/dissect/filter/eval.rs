@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use memchr::memmem;
 
 use crate::capture::{Direction, PacketFlags};
-use crate::dissect::Node;
 use crate::dissect::tree::Value;
+use crate::dissect::{Message, Node};
 
 use super::PacketView;
 use super::index::{BoundNode, BoundSearch, FieldIndex};
@@ -108,7 +108,7 @@ pub(super) enum Lit {
 #[derive(Clone, Debug)]
 pub(super) struct Namespace {
     /// Dissector names whose connections this namespace covers.
-    pub protocols: &'static [&'static str],
+    pub protocols: Vec<&'static str>,
     /// Paths are looked for in every protocol's trees.
     pub anywhere: bool,
 }
@@ -319,23 +319,32 @@ fn node_matches(field: &ProtoField, test: &NodeTest, v: &PacketView<'_>) -> bool
         return false;
     }
     let check = |f: Found<'_>| node_test(test, f);
-    v.messages.iter().any(|m| {
-        let tree = &m.message.tree;
-        match &field.target {
-            Target::Message => true,
-            Target::RootName => check(Found::Name(&tree.name)),
-            Target::FirstChildName => tree
-                .children
-                .first()
-                .is_some_and(|c| check(Found::Name(&c.name))),
-            Target::Paths(paths) => {
-                let trees = std::iter::once(tree).chain(m.message.derived.iter().map(|d| &d.tree));
-                trees
-                    .clone()
-                    .any(|t| paths.iter().any(|p| path_any(t, p, &check)))
-            }
+    v.messages
+        .iter()
+        .any(|m| target_matches(&field.target, &m.message, &check))
+}
+
+/// Whether `target` finds something in `message` that passes `check`.
+pub(super) fn target_matches(
+    target: &Target,
+    message: &Message,
+    check: &dyn Fn(Found<'_>) -> bool,
+) -> bool {
+    let tree = &message.tree;
+    match target {
+        Target::Message => true,
+        Target::RootName => check(Found::Name(&tree.name)),
+        Target::FirstChildName => tree
+            .children
+            .first()
+            .is_some_and(|c| check(Found::Name(&c.name))),
+        Target::Paths(paths) => {
+            let trees = std::iter::once(tree).chain(message.derived.iter().map(|d| &d.tree));
+            trees
+                .clone()
+                .any(|t| paths.iter().any(|p| path_any(t, p, check)))
         }
-    })
+    }
 }
 
 fn path_any(root: &Node, path: &PathSpec, check: &dyn Fn(Found<'_>) -> bool) -> bool {

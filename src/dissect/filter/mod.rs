@@ -50,26 +50,15 @@
 //! simply match nothing. The bare namespace (`fesl`) matches packets holding a message of
 //! that protocol.
 //!
-//! Namespaces look at connections decoded as: `fesl`, `gp`, `hytale`, `sc`, `grpc`, `h2`
-//! (`http2`: h2 and gRPC), `http` (HTTP/1, h2 and gRPC). `json`, `protobuf`, `jwt` and
-//! `field` paths are searched in every protocol's trees (JSON bodies, JWTs inside tokens).
-//!
-//! Names for common fields:
-//!
-//! | field | tree path |
-//! |---|---|
-//! | `fesl.txn` | `payload.TXN` |
-//! | `fesl.command`, `fesl.type`, `fesl.number`, `fesl.size` | `header.*` (`fesl.type` is `TAG_SINGLE_CLIENT`, ...) |
-//! | `fesl.<key>` | a payload key such as `nuid`, `lkey`, `errorCode` |
-//! | `gp.command` | the message's first key (`login`, `lc`, ...) |
-//! | `gp.<key>` | a key such as `challenge`, `uniquenick` |
-//! | `hytale.packet` | the packet name (`Connect`, `AuthGrant`, ...) |
-//! | `hytale.<field>` | `id`, `username`, `clientVersion`, ... |
-//! | `sc.message` | `message_name` (`diff.service.online`, ...) |
-//! | `sc.type` | the protobuf message type of the payload |
-//! | `http.method`, `http.path`, `http.status`, `http.host` | HTTP/1 request and status lines and headers, or HTTP/2 `:method`, `:path`, `:status`, `:authority` |
-//! | `http.<header>` | a header by name, `http.content-type` |
-//! | `grpc.method`, `grpc.status`, `grpc.message` | `:path`, `grpc-status`, `grpc-message` |
+//! Namespaces and named fields come from the dissectors' registrations
+//! ([`crate::dissect::fields`], gathered by [`crate::dissect::Registry::filter_fields`]):
+//! each dissector's name is a namespace covering its connections, joined by the namespaces
+//! it names (`h2` and `http2` cover h2 and gRPC, `http` HTTP/1 too); `json` and `protobuf`
+//! paths are searched in every protocol's trees (JSON bodies, protobuf payloads), as are
+//! the built-in `jwt` (tokens inside any tree) and `field`. A one-name path that a
+//! dissector registered (`fesl.txn`, `http.status`, `grpc.method`, ...) follows the
+//! registered tree paths of every dissector that registered the name; the README lists
+//! them. An unknown namespace is an error that suggests close names.
 //!
 //! Values compare by type: a number compares numerically with integer values and with text
 //! that reads as a number (FESL values are text: `fesl.errorCode == 122` works); a string
@@ -86,12 +75,14 @@
 mod eval;
 mod index;
 mod lexer;
+mod names;
 mod parser;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use crate::capture::{Connection, PacketId, PacketRef, StoreData};
+use crate::dissect::{FieldPath, FilterFields, Message};
 
 use super::session::CaptureDecode;
 use super::stream::Decoded;
@@ -164,8 +155,15 @@ impl<'a> PacketView<'a> {
 
 impl Filter {
     /// Compiles `text`. An empty (or all-blank) text is the filter that matches everything.
+    /// Protocol fields come from [`crate::dissect::Registry::shared`]'s registrations.
     pub fn parse(text: &str) -> Result<Filter, FilterError> {
-        let expr = parser::parse(text)?;
+        Filter::parse_with(text, names::standard())
+    }
+
+    /// [`Filter::parse`] with the fields of another registry
+    /// ([`crate::dissect::Registry::filter_fields`]).
+    pub fn parse_with(text: &str, fields: &FilterFields) -> Result<Filter, FilterError> {
+        let expr = parser::parse(text, fields)?;
         Ok(Filter::from_expr(expr, text.to_string()))
     }
 
@@ -214,11 +212,15 @@ impl Filter {
 
     /// Every name a field may start with, for completion in a filter box.
     pub fn field_names() -> Vec<&'static str> {
-        let mut names: Vec<&'static str> = parser::PACKET_FIELDS.to_vec();
-        names.extend_from_slice(parser::CONN_FIELDS);
-        names.extend(parser::namespace_names());
-        names
+        names::known_names(names::standard())
     }
+}
+
+/// Whether a registered field path finds a node in `message` (its tree or a derived
+/// buffer's), walked exactly as a filter walks it: the test that keeps every registration
+/// true to its dissector's trees uses this.
+pub fn path_resolves(path: &FieldPath, message: &Message) -> bool {
+    eval::target_matches(&names::target_of(&[*path]), message, &|_| true)
 }
 
 /// Packets per unit of work: large enough that threads rarely meet, small enough that a

@@ -11,20 +11,19 @@
 
 use memchr::memmem;
 
-use crate::capture::{Direction, PacketFlags};
+use crate::capture::Direction;
+use crate::dissect::FilterFields;
 
 use super::FilterError;
-use super::eval::{
-    BoolField, BytesField, BytesTest, Expr, IntField, IntTest, Lit, Namespace, NodeTest, PathSpec,
-    ProtoField, StrField, StrTest, Target,
-};
+use super::eval::{BytesTest, Expr, IntField, IntTest, Lit, NodeTest, StrTest};
 use super::lexer::{CmpOp, Tok, Token, lex};
+use super::names::{Field, resolve};
 
 /// Parentheses and `!` deeper than this are refused: evaluation recurses once per level,
 /// and no real filter comes close.
 const MAX_DEPTH: usize = 64;
 
-pub(super) fn parse(text: &str) -> Result<Expr, FilterError> {
+pub(super) fn parse(text: &str, fields: &FilterFields) -> Result<Expr, FilterError> {
     let toks = lex(text)?;
     if toks.len() == 1 {
         // An empty filter shows everything, as an empty filter box does.
@@ -34,6 +33,7 @@ pub(super) fn parse(text: &str) -> Result<Expr, FilterError> {
         toks,
         at: 0,
         depth: 0,
+        fields,
     };
     let expr = p.or()?;
     let t = p.peek();
@@ -47,13 +47,14 @@ pub(super) fn parse(text: &str) -> Result<Expr, FilterError> {
     Ok(expr)
 }
 
-struct Parser {
+struct Parser<'f> {
     toks: Vec<Token>,
     at: usize,
     depth: usize,
+    fields: &'f FilterFields,
 }
 
-impl Parser {
+impl Parser<'_> {
     fn peek(&self) -> &Token {
         // lex() always ends the list with End, and `next` never moves past it.
         &self.toks[self.at.min(self.toks.len() - 1)]
@@ -134,7 +135,7 @@ impl Parser {
                 Ok(inner)
             }
             Tok::Field(segments) => {
-                let field = resolve(&segments, t.pos)?;
+                let field = resolve(&segments, t.pos, self.fields)?;
                 let op = self.peek().clone();
                 let op_kind = match op.tok {
                     Tok::Cmp(c) => Op::Cmp(c),
@@ -218,208 +219,6 @@ fn literal(tok: &Tok) -> Option<Lit> {
         },
         _ => return None,
     })
-}
-
-/// What a field name refers to.
-enum Field {
-    Int(IntField),
-    Time,
-    Str(StrField),
-    Bytes(BytesField),
-    Bool(BoolField),
-    Dir,
-    Node(ProtoField),
-}
-
-impl Field {
-    fn present(&self) -> Expr {
-        match self {
-            Field::Int(f) => Expr::Int(*f, IntTest::Present),
-            Field::Time => Expr::Int(IntField::Time, IntTest::Present),
-            Field::Str(f) => Expr::Str(*f, StrTest::Present),
-            Field::Bytes(f) => Expr::Bytes(*f, BytesTest::Present),
-            Field::Bool(f) => Expr::Bool(*f),
-            Field::Dir => Expr::And(Vec::new()),
-            Field::Node(p) => Expr::Node(p.clone(), NodeTest::Present),
-        }
-    }
-}
-
-/// The packet and connection fields, for error messages.
-pub(super) const PACKET_FIELDS: &[&str] = &[
-    "id", "size", "len", "time", "bytes", "original", "label", "dir", "flags", "edited",
-    "injected", "dropped", "replayed", "error", "protocol",
-];
-
-pub(super) const CONN_FIELDS: &[&str] = &[
-    "conn.id",
-    "conn.port",
-    "conn.client.port",
-    "conn.server.port",
-    "conn.client",
-    "conn.server",
-    "conn.client.ip",
-    "conn.server.ip",
-    "conn.route",
-    "conn.protocol",
-    "conn.transport",
-    "conn.tls",
-    "conn.tls.sni",
-    "conn.tls.alpn",
-    "conn.tls.version",
-    "conn.tls.cipher",
-    "conn.closed",
-    "conn.close_reason",
-];
-
-/// Protocol namespaces: the dissector names whose connections they look at, and whether
-/// their paths are also searched in every other protocol's trees (JSON, protobuf and JWT
-/// trees sit inside HTTP bodies, FESL values and Hytale tokens).
-const NAMESPACES: &[(&str, &[&str], bool)] = &[
-    ("fesl", &["fesl"], false),
-    ("gp", &["gp"], false),
-    ("hytale", &["hytale"], false),
-    ("sc", &["sc"], false),
-    ("http", &["http", "h2", "grpc"], false),
-    ("h2", &["h2", "grpc"], false),
-    ("http2", &["h2", "grpc"], false),
-    ("grpc", &["grpc"], false),
-    ("json", &["json"], true),
-    ("protobuf", &["protobuf"], true),
-    ("jwt", &[], true),
-    ("field", &[], true),
-];
-
-pub(super) fn namespace_names() -> impl Iterator<Item = &'static str> {
-    NAMESPACES.iter().map(|(n, _, _)| *n)
-}
-
-fn resolve(segments: &[String], pos: usize) -> Result<Field, FilterError> {
-    let lower: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
-    let names: Vec<&str> = lower.iter().map(String::as_str).collect();
-    let rest = match names.as_slice() {
-        ["packet" | "frame", rest @ ..] if !rest.is_empty() => rest,
-        other => other,
-    };
-    let packet = match rest {
-        ["id"] => Some(Field::Int(IntField::PacketId)),
-        ["size" | "len" | "length"] => Some(Field::Int(IntField::Size)),
-        ["time" | "timestamp"] => Some(Field::Time),
-        ["bytes" | "data"] => Some(Field::Bytes(BytesField::Data)),
-        ["original"] => Some(Field::Bytes(BytesField::Original)),
-        ["label"] => Some(Field::Str(StrField::Label)),
-        ["dir" | "direction"] => Some(Field::Dir),
-        ["flags"] => Some(Field::Bool(BoolField::AnyFlag)),
-        ["error"] => Some(Field::Bool(BoolField::Error)),
-        ["protocol" | "proto"] => Some(Field::Str(StrField::Protocol)),
-        [flag] | ["flags", flag] => {
-            PacketFlags::from_name(flag).map(|f| Field::Bool(BoolField::Flag(f)))
-        }
-        _ => None,
-    };
-    if let Some(f) = packet {
-        return Ok(f);
-    }
-    if let ["conn" | "connection", rest @ ..] = names.as_slice() {
-        let f = match rest {
-            ["id"] => Field::Int(IntField::ConnId),
-            ["port"] => Field::Int(IntField::Port),
-            ["client", "port"] => Field::Int(IntField::ClientPort),
-            ["server", "port"] => Field::Int(IntField::ServerPort),
-            ["client"] => Field::Str(StrField::Client),
-            ["server"] => Field::Str(StrField::Server),
-            ["client", "ip" | "addr"] => Field::Str(StrField::ClientIp),
-            ["server", "ip" | "addr"] => Field::Str(StrField::ServerIp),
-            ["route"] => Field::Str(StrField::Route),
-            ["protocol" | "proto"] => Field::Str(StrField::Protocol),
-            ["transport"] => Field::Str(StrField::Transport),
-            ["tls"] => Field::Bool(BoolField::Tls),
-            ["tls", "sni"] | ["sni"] => Field::Str(StrField::Sni),
-            ["tls", "alpn"] | ["alpn"] => Field::Str(StrField::Alpn),
-            ["tls", "version"] => Field::Str(StrField::TlsVersion),
-            ["tls", "cipher"] => Field::Str(StrField::Cipher),
-            ["closed"] => Field::Bool(BoolField::Closed),
-            ["close_reason" | "reason"] => Field::Str(StrField::CloseReason),
-            _ => {
-                return Err(FilterError::new(
-                    pos,
-                    format!(
-                        "unknown connection field `{}`; known: {}",
-                        segments.join("."),
-                        CONN_FIELDS.join(", ")
-                    ),
-                ));
-            }
-        };
-        return Ok(f);
-    }
-    let ns_name = names[0];
-    let Some(&(_, protocols, anywhere)) = NAMESPACES.iter().find(|(n, _, _)| *n == ns_name) else {
-        return Err(FilterError::new(
-            pos,
-            format!(
-                "unknown field `{}`; packet fields: {}; connection fields: conn.*; protocol fields: {}.*",
-                segments.join("."),
-                PACKET_FIELDS.join(", "),
-                namespace_names().collect::<Vec<_>>().join(".*, ")
-            ),
-        ));
-    };
-    let path = &segments[1..];
-    let target = if path.is_empty() {
-        Target::Message
-    } else {
-        alias(ns_name, &names[1..]).unwrap_or_else(|| {
-            Target::Paths(vec![PathSpec {
-                anchored: false,
-                segments: path.to_vec(),
-            }])
-        })
-    };
-    Ok(Field::Node(ProtoField {
-        ns: Namespace {
-            protocols,
-            anywhere: anywhere && !path.is_empty(),
-        },
-        target,
-    }))
-}
-
-/// Natural names for fields whose tree names are awkward or ambiguous.
-fn alias(ns: &str, path: &[&str]) -> Option<Target> {
-    let anchored = |s: &[&str]| PathSpec {
-        anchored: true,
-        segments: s.iter().map(|s| s.to_string()).collect(),
-    };
-    let anywhere = |s: &str| PathSpec {
-        anchored: false,
-        segments: vec![s.to_string()],
-    };
-    let [one] = path else { return None };
-    let paths = match (ns, *one) {
-        ("fesl", "txn") => vec![anchored(&["payload", "TXN"])],
-        ("fesl", "command" | "cmd") => vec![anchored(&["header", "command"])],
-        ("fesl", "type") => vec![anchored(&["header", "type"])],
-        ("fesl", "number") => vec![anchored(&["header", "number"])],
-        ("fesl", "size") => vec![anchored(&["header", "size"])],
-        ("gp", "command" | "cmd") => return Some(Target::FirstChildName),
-        ("hytale", "packet" | "name") => return Some(Target::RootName),
-        ("sc", "message" | "name") => vec![anywhere("message_name")],
-        ("sc", "type") => vec![anchored(&["payload"])],
-        ("http" | "h2" | "http2", "method") => vec![anywhere("method"), anywhere(":method")],
-        ("http" | "h2" | "http2", "path" | "target" | "uri") => {
-            vec![anywhere("target"), anywhere(":path")]
-        }
-        ("http" | "h2" | "http2", "status" | "code") => {
-            vec![anywhere("code"), anywhere(":status")]
-        }
-        ("http" | "h2" | "http2", "host") => vec![anywhere("host"), anywhere(":authority")],
-        ("grpc", "method" | "path") => vec![anywhere(":path")],
-        ("grpc", "status") => vec![anywhere("grpc-status")],
-        ("grpc", "message") => vec![anywhere("grpc-message")],
-        _ => return None,
-    };
-    Some(Target::Paths(paths))
 }
 
 fn build(

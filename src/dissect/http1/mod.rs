@@ -52,6 +52,8 @@ use std::ops::Range;
 
 use crate::capture::Direction;
 
+use super::fields::{FieldDef, FieldPath, FieldType};
+
 use super::jwt::{self, JwtKeys};
 use super::{
     Context, DerivedBuffer, Dissector, EncodeError, Framing, Message, Node, StreamDecoder, Value,
@@ -68,11 +70,50 @@ pub const MAX_DECODED: usize = 64 * 1024 * 1024;
 /// Most headers in one head.
 pub const MAX_HEADERS: usize = 1024;
 
+/// The protocol name: the dissector's name and its filter namespace.
+pub const NAME: &str = "http";
+
+/// The filter fields http registers.
+const FIELDS: [FieldDef; 4] = [
+    FieldDef {
+        name: "http.method",
+        aliases: &[],
+        ty: FieldType::Text,
+        help: "the request method",
+        paths: &[FieldPath::Anywhere("method")],
+    },
+    FieldDef {
+        name: "http.path",
+        aliases: &["http.target", "http.uri"],
+        ty: FieldType::Text,
+        help: "the request target",
+        paths: &[FieldPath::Anywhere("target")],
+    },
+    FieldDef {
+        name: "http.status",
+        aliases: &["http.code"],
+        ty: FieldType::Number,
+        help: "the response status code",
+        paths: &[FieldPath::Anywhere("code")],
+    },
+    FieldDef {
+        name: "http.host",
+        aliases: &[],
+        ty: FieldType::Text,
+        help: "the `Host` header",
+        paths: &[FieldPath::Anywhere("host")],
+    },
+];
+
 pub struct Http1;
 
 impl Dissector for Http1 {
     fn name(&self) -> &'static str {
-        "http"
+        NAME
+    }
+
+    fn fields(&self) -> &'static [FieldDef] {
+        &FIELDS
     }
 
     fn default_ports(&self) -> &'static [u16] {

@@ -58,6 +58,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::capture::Direction;
 
+use super::fields::{FieldDef, FieldPath, FieldType};
+
 use super::{
     Context, DerivedBuffer, Dissector, EncodeError, Framing, Message, Node, StreamDecoder, Value,
     grpc, json,
@@ -101,12 +103,62 @@ pub const FLAG_END_HEADERS: u8 = 0x4;
 pub const FLAG_PADDED: u8 = 0x8;
 pub const FLAG_PRIORITY: u8 = 0x20;
 
+/// The protocol name: the dissector's name and its filter namespace.
+pub const NAME: &str = "h2";
+
+/// The filter fields h2 registers.
+const FIELDS: [FieldDef; 4] = [
+    FieldDef {
+        name: "http.method",
+        aliases: &["h2.method", "http2.method"],
+        ty: FieldType::Text,
+        help: "the request method",
+        paths: &[FieldPath::Anywhere(":method")],
+    },
+    FieldDef {
+        name: "http.path",
+        aliases: &[
+            "h2.path",
+            "h2.target",
+            "h2.uri",
+            "http2.path",
+            "http2.target",
+            "http2.uri",
+        ],
+        ty: FieldType::Text,
+        help: "the request target",
+        paths: &[FieldPath::Anywhere(":path")],
+    },
+    FieldDef {
+        name: "http.status",
+        aliases: &["h2.status", "h2.code", "http2.status", "http2.code"],
+        ty: FieldType::Number,
+        help: "the response status code",
+        paths: &[FieldPath::Anywhere(":status")],
+    },
+    FieldDef {
+        name: "http.host",
+        aliases: &["h2.host", "http2.host"],
+        ty: FieldType::Text,
+        help: "the `:authority` pseudo-header",
+        paths: &[FieldPath::Anywhere(":authority")],
+    },
+];
+
 /// Cleartext HTTP/2 (`h2`).
 pub struct Http2;
 
 impl Dissector for Http2 {
     fn name(&self) -> &'static str {
-        "h2"
+        NAME
+    }
+
+    fn fields(&self) -> &'static [FieldDef] {
+        &FIELDS
+    }
+
+    fn filter_namespaces(&self) -> &'static [&'static str] {
+        &["http", "http2"]
     }
 
     fn detect(&self, first: &[u8], dir: Direction) -> bool {

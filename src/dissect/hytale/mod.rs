@@ -55,6 +55,8 @@ pub use wire::{parse_uuid, read_varint, uuid_text, write_varint};
 
 use super::{Context, Dissector, EncodeError, Framing, Message, Node, StreamDecoder};
 use crate::capture::Direction;
+
+use super::fields::{FieldDef, FieldPath, FieldType};
 use frame::{header, plausible};
 
 /// Bytes of the frame header (length + id).
@@ -77,12 +79,28 @@ pub const KIND_FRAME: &str = "hytale";
 /// `kind` of the root of a decompressed payload's tree.
 pub const KIND_PAYLOAD: &str = "hytale-payload";
 
+/// The protocol name: the dissector's name and its filter namespace.
+pub const NAME: &str = "hytale";
+
+/// The filter fields hytale registers.
+const FIELDS: [FieldDef; 1] = [FieldDef {
+    name: "hytale.packet",
+    aliases: &["hytale.name"],
+    ty: FieldType::Text,
+    help: "the packet name (`Connect`, `AuthGrant`, ...)",
+    paths: &[FieldPath::RootName],
+}];
+
 /// The Hytale dissector.
 pub struct Hytale;
 
 impl Dissector for Hytale {
     fn name(&self) -> &'static str {
-        "hytale"
+        NAME
+    }
+
+    fn fields(&self) -> &'static [FieldDef] {
+        &FIELDS
     }
 
     fn default_ports(&self) -> &'static [u16] {
