@@ -11,7 +11,9 @@
 
 mod decode;
 mod encode;
+mod names;
 mod plan;
+mod scan;
 pub mod schema;
 mod wire;
 
@@ -21,8 +23,9 @@ use crate::capture::Direction;
 
 use super::{Context, Dissector, EncodeError, Framing, Message, Node, StreamDecoder};
 
-pub use decode::{MAX_DEPTH, decode_message, decode_message_in, kind_name, top_level_string};
+pub use decode::{MAX_DEPTH, decode_message, decode_message_in, top_level_string};
 pub use encode::encode_message;
+pub use names::kind_name;
 pub use schema::{DEFAULT_SCHEMA_DIR, SchemaError, load_schemas, schema_dirs};
 pub use wire::MAX_FIELD_NUMBER;
 

@@ -3,9 +3,11 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use prost_reflect::{Kind, MessageDescriptor};
+use prost_reflect::MessageDescriptor;
 
+use super::names::{INDICES, NUMBERS, number_name, packed_ty_name, scalar_wire, ty_name};
 use super::plan::{FieldPlan, MsgPlan, PoolPlan, Ty, plan_for};
+use super::scan::{read_canonical, scan_fields};
 
 use super::wire::{
     MAX_FIELD_NUMBER, WIRE_END_GROUP, WIRE_FIXED32, WIRE_FIXED64, WIRE_LEN, WIRE_START_GROUP,
@@ -115,25 +117,6 @@ fn put<'o>(
     &mut out[len]
 }
 
-/// Names of fields 0..=32 without a schema, and of packed elements `[0]`..`[31]`, without
-/// allocating.
-const NUMBERS: [&str; 33] = [
-    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
-    "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32",
-];
-const INDICES: [&str; 32] = [
-    "[0]", "[1]", "[2]", "[3]", "[4]", "[5]", "[6]", "[7]", "[8]", "[9]", "[10]", "[11]", "[12]",
-    "[13]", "[14]", "[15]", "[16]", "[17]", "[18]", "[19]", "[20]", "[21]", "[22]", "[23]", "[24]",
-    "[25]", "[26]", "[27]", "[28]", "[29]", "[30]", "[31]",
-];
-
-fn number_name(n: u32) -> Cow<'static, str> {
-    match usize::try_from(n).ok().and_then(|i| NUMBERS.get(i)) {
-        Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(n.to_string()),
-    }
-}
-
 /// [`put`] of a node named by its field number. The name is passed to `put` as a plain
 /// static string and only replaced afterwards in the rare case it has to be owned: a
 /// `Cow` chosen before the call is materialised on the stack and copied, with a
@@ -170,147 +153,6 @@ fn put_element<'o>(
         node.name = Cow::Owned(format!("[{i}]"));
     }
     node
-}
-
-/// The protobuf type name of a field kind (what `kind` holds).
-pub fn kind_name(kind: &Kind) -> &'static str {
-    match kind {
-        Kind::Double => "double",
-        Kind::Float => "float",
-        Kind::Int32 => "int32",
-        Kind::Int64 => "int64",
-        Kind::Uint32 => "uint32",
-        Kind::Uint64 => "uint64",
-        Kind::Sint32 => "sint32",
-        Kind::Sint64 => "sint64",
-        Kind::Fixed32 => "fixed32",
-        Kind::Fixed64 => "fixed64",
-        Kind::Sfixed32 => "sfixed32",
-        Kind::Sfixed64 => "sfixed64",
-        Kind::Bool => "bool",
-        Kind::String => "string",
-        Kind::Bytes => "bytes",
-        Kind::Message(_) => "message",
-        Kind::Enum(_) => "enum",
-    }
-}
-
-fn ty_name(ty: Ty) -> &'static str {
-    match ty {
-        Ty::Double => "double",
-        Ty::Float => "float",
-        Ty::Int32 => "int32",
-        Ty::Int64 => "int64",
-        Ty::Uint32 => "uint32",
-        Ty::Uint64 => "uint64",
-        Ty::Sint32 => "sint32",
-        Ty::Sint64 => "sint64",
-        Ty::Fixed32 => "fixed32",
-        Ty::Fixed64 => "fixed64",
-        Ty::Sfixed32 => "sfixed32",
-        Ty::Sfixed64 => "sfixed64",
-        Ty::Bool => "bool",
-        Ty::String => "string",
-        Ty::Bytes => "bytes",
-        Ty::Message(_) => "message",
-        Ty::Enum(_) => "enum",
-    }
-}
-
-fn packed_ty_name(ty: Ty) -> Option<&'static str> {
-    Some(match ty {
-        Ty::Double => "packed double",
-        Ty::Float => "packed float",
-        Ty::Int32 => "packed int32",
-        Ty::Int64 => "packed int64",
-        Ty::Uint32 => "packed uint32",
-        Ty::Uint64 => "packed uint64",
-        Ty::Sint32 => "packed sint32",
-        Ty::Sint64 => "packed sint64",
-        Ty::Fixed32 => "packed fixed32",
-        Ty::Fixed64 => "packed fixed64",
-        Ty::Sfixed32 => "packed sfixed32",
-        Ty::Sfixed64 => "packed sfixed64",
-        Ty::Bool => "packed bool",
-        Ty::Enum(_) => "packed enum",
-        Ty::String | Ty::Bytes | Ty::Message(_) => return None,
-    })
-}
-
-/// The wire type a scalar type is written with (None for length-delimited types).
-fn scalar_wire(ty: Ty) -> Option<u8> {
-    match ty {
-        Ty::Int32
-        | Ty::Int64
-        | Ty::Uint32
-        | Ty::Uint64
-        | Ty::Sint32
-        | Ty::Sint64
-        | Ty::Bool
-        | Ty::Enum(_) => Some(WIRE_VARINT),
-        Ty::Fixed64 | Ty::Sfixed64 | Ty::Double => Some(WIRE_FIXED64),
-        Ty::Fixed32 | Ty::Sfixed32 | Ty::Float => Some(WIRE_FIXED32),
-        Ty::String | Ty::Bytes | Ty::Message(_) => None,
-    }
-}
-
-/// What a scan of one body's fields found (see [`scan_fields`]).
-struct Scan {
-    /// Fields whose tag could be read: the exact count when `complete`, else room for the
-    /// fields before the bad one and the `invalid` node that ends the body.
-    fields: usize,
-    /// Whether the fields parse to the end of the body with wire types 0, 1, 2 and 5 and
-    /// valid numbers (and, when asked, every varint in its shortest form).
-    complete: bool,
-}
-
-/// Walks the fields of one body without descending into nested ones: to size a children
-/// vector once, and (with `CANONICAL`) as the schemaless guess's test of whether bytes are
-/// a message at all.
-#[inline(always)]
-fn scan_fields<const CANONICAL: bool>(data: &[u8]) -> Scan {
-    let read = |pos| {
-        if CANONICAL {
-            read_canonical(data, pos)
-        } else {
-            read_varint(data, pos).ok()
-        }
-    };
-    let mut pos = 0;
-    let mut fields = 0;
-    while pos < data.len() {
-        fields += 1;
-        let next = read(pos).and_then(|(key, p)| {
-            let number = key >> 3;
-            if number == 0 || number > MAX_FIELD_NUMBER {
-                return None;
-            }
-            match (key & 7) as u8 {
-                WIRE_VARINT => read(p).map(|(_, next)| next),
-                WIRE_FIXED64 => p.checked_add(8),
-                WIRE_FIXED32 => p.checked_add(4),
-                WIRE_LEN => {
-                    let (len, next) = read(p)?;
-                    next.checked_add(usize::try_from(len).ok()?)
-                }
-                // Groups: not counted past; the vector grows if needed.
-                _ => None,
-            }
-        });
-        match next.filter(|&e| e <= data.len()) {
-            Some(e) => pos = e,
-            None => {
-                return Scan {
-                    fields,
-                    complete: false,
-                };
-            }
-        }
-    }
-    Scan {
-        fields,
-        complete: true,
-    }
 }
 
 /// Decoding state shared by every level: the schema plan, if any.
@@ -731,14 +573,6 @@ fn as_text(data: &[u8]) -> Option<&str> {
         s.chars()
             .all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r'))
     })
-}
-
-/// Reads a varint only if it is in its shortest form (so re-encoding gives the same bytes):
-/// a varint of more than one byte is longer than needed exactly when its last byte is 0.
-#[inline(always)]
-fn read_canonical(data: &[u8], pos: usize) -> Option<(u64, usize)> {
-    let (v, next) = read_varint(data, pos).ok()?;
-    (next - pos == 1 || data.get(next - 1) != Some(&0)).then_some((v, next))
 }
 
 /// Packed varints, if `data` is exactly a sequence of canonical varints.
