@@ -1,5 +1,9 @@
 //! Import: reads a file's blocks in order and rebuilds connections and packets from their
 //! frames, exactly from gamewire's own records and best-effort from other tools' traffic.
+//!
+//! The file stays whole (about 800 lines): it is one importer state machine, and every
+//! block handler updates the same flow table and pending claims, so splitting it by handler
+//! would spread one set of invariants over several files.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
