@@ -157,3 +157,14 @@ pub fn free_port() -> std::net::SocketAddr {
     }
     panic!("no free port between {LOW} and {}", LOW + SPAN)
 }
+
+/// The decoding context `inspect` uses in this repository: the `.proto` schemas of
+/// `proto/`, so Star Citizen payloads carry their field names.
+pub fn schema_context() -> gamewire::dissect::Context {
+    use gamewire::dissect::protobuf::schema;
+    let dirs = schema::schema_dirs(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), &[]);
+    gamewire::dissect::Context {
+        schemas: Some(schema::load_schemas(&dirs).unwrap()),
+        ..gamewire::dissect::Context::default()
+    }
+}

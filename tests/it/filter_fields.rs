@@ -3,6 +3,8 @@
 //! and gRPC exchanges built here, which the samples lack), so renaming a node fails here;
 //! and a misspelt field name is a parse error that suggests the names it was close to.
 
+use crate::common;
+
 use std::sync::OnceLock;
 
 use gamewire::capture::{
@@ -10,9 +12,8 @@ use gamewire::capture::{
 };
 use gamewire::dissect::filter::{Filter, PacketView, path_resolves};
 use gamewire::dissect::http2::{self, PREFACE};
-use gamewire::dissect::protobuf::schema;
 use gamewire::dissect::session::{CaptureDecode, decode_capture};
-use gamewire::dissect::{Context, FieldDef, FieldPath, FieldType, Message, Registry, fesl, hytale};
+use gamewire::dissect::{FieldDef, FieldPath, FieldType, Message, Registry, fesl, hytale};
 
 const C2S: Direction = Direction::ClientToServer;
 const S2C: Direction = Direction::ServerToClient;
@@ -114,11 +115,7 @@ fn decoded() -> &'static Decoded {
             "127.0.0.1:5678",
             &h2_call(&call, &status, &trailers),
         );
-        let dirs = schema::schema_dirs(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), &[]);
-        let ctx = Context {
-            schemas: Some(schema::load_schemas(&dirs).unwrap()),
-            ..Context::default()
-        };
+        let ctx = common::schema_context();
         let decode = decode_capture(&Registry::standard(), &ctx, &data, None);
         Decoded { data, decode }
     })
