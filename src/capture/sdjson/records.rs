@@ -245,8 +245,6 @@ fn short(raw: &str) -> String {
     s
 }
 
-/// Parses sd.json's local time (`2025-08-07T22:53:52.581782`); RFC 3339 with a zone is
-
 impl Importer {
     fn take(&mut self, record: RawRecord<'_>) {
         let index = self.next_index;

@@ -2,6 +2,7 @@
 
 use super::*;
 
+/// Parses sd.json's local time (`2025-08-07T22:53:52.581782`); RFC 3339 with a zone is
 /// accepted too.
 pub fn parse_timestamp(s: &str) -> Option<Timestamp> {
     LocalClock::default().parse(s)

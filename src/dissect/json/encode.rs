@@ -3,6 +3,7 @@
 use super::parse::is_number_literal;
 use super::*;
 
+/// Converts a JSON tree (as [`tree`] made it, possibly edited) to a `serde_json::Value`.
 /// Derived children (annotations such as decoded JWTs) are ignored.
 pub fn to_value(node: &Node) -> Result<serde_json::Value, EncodeError> {
     to_value_depth(node, 0)

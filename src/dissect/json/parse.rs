@@ -379,8 +379,6 @@ impl Parser<'_> {
     }
 }
 
-/// Converts a JSON tree (as [`tree`] made it, possibly edited) to a `serde_json::Value`.
-
 /// Whether `s` is a whole JSON number literal.
 pub(super) fn is_number_literal(s: &str) -> bool {
     let mut p = Parser {
