@@ -137,12 +137,12 @@ fn main() -> std::process::ExitCode {
         rule: Rule::DataTypes,
     },
     Bad {
-        what: "the window opening a file through a module it imported",
+        what: "the window reading a file format through a module it imported",
         file: "gui/bad.rs",
-        source: r#"use crate::capture::files;
+        source: r#"use crate::capture;
 
 pub fn load(path: &std::path::Path) {
-    let _ = files::open(path);
+    let _ = capture::gwcap::load(path);
 }
 "#,
         line: 4,
