@@ -1,7 +1,7 @@
 //! gamewire: a workbench for reverse-engineering and reviving online games.
 //!
-//! Modules depend one way only (see DESIGN.md):
-//! `capture <- dissect <- {proxy, servers, security, replay} <- engine <- {gui, cli}`.
+//! Modules depend one way only (see ARCHITECTURE.md; `tests/it/architecture.rs` checks it):
+//! `capture <- dissect <- {proxy, servers, clients, security, replay} <- engine <- {gui, cli}`.
 
 pub mod capture;
 pub mod cli;

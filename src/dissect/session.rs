@@ -330,3 +330,74 @@ impl LiveDecode {
         self.connections.insert(conn, live);
     }
 }
+
+/// What [`decode_around`] decoded: the messages of a stretch of one connection.
+pub struct Around {
+    /// The dissector used, if any fits.
+    pub protocol: Option<&'static str>,
+    /// The packets decoded, in order, the asked-for one among them.
+    pub window: Vec<PacketId>,
+    pub messages: Vec<Decoded>,
+    /// Packets of the whole connection.
+    pub connection_packets: usize,
+}
+
+/// Decodes the packets of `packet`'s connection up to `radius` either side of it, with
+/// `chosen` (a choice already made, such as the labeller's) or else [`choose_in`]'s: what
+/// the window's tree pane shows of one packet without decoding a huge connection whole.
+/// Stream protocols resynchronise within a few messages. A stretch that reaches the close of
+/// a closed connection is completed by it, as [`decode_capture`] does.
+pub fn decode_around(
+    registry: &Registry,
+    ctx: &Context,
+    data: &StoreData,
+    packet: PacketId,
+    chosen: Option<&str>,
+    radius: usize,
+) -> Option<Around> {
+    let p = data.packet(packet)?;
+    let connection = data.connection(p.connection)?;
+    let ids: Vec<PacketId> = data.packets_of(p.connection).map(|q| q.id).collect();
+    let at = ids.iter().position(|&id| id == packet)?;
+    let end = ids.len().min(at + radius + 1);
+    let window = ids[at.saturating_sub(radius)..end].to_vec();
+    let dissector = match chosen {
+        Some(name) => registry.get(name),
+        None => choose_in(registry, data, p.connection, None),
+    };
+    let ended = end == ids.len() && connection.closed.is_some();
+    let messages = match &dissector {
+        Some(d) => decode_connection_to(
+            d.as_ref(),
+            ctx,
+            window.iter().filter_map(|&id| data.packet(id)),
+            ended,
+        ),
+        None => Vec::new(),
+    };
+    Some(Around {
+        protocol: dissector.map(|d| d.name()),
+        window,
+        messages,
+        connection_packets: ids.len(),
+    })
+}
+
+/// Decodes `bytes` as all that one side of a `protocol` connection sent (a repeater's
+/// answer, read until its connection ended).
+pub fn decode_stream(
+    registry: &Registry,
+    ctx: &Context,
+    protocol: &str,
+    direction: Direction,
+    bytes: &[u8],
+) -> Vec<Decoded> {
+    let Some(d) = registry.get(protocol) else {
+        return Vec::new();
+    };
+    let mut decoder = super::stream::ConnectionDecoder::new(d.as_ref(), ctx);
+    let mut out = Vec::new();
+    decoder.push(ctx, PacketId(0), bytes, direction, &mut out);
+    decoder.finish(ctx, true, &mut out);
+    out
+}

@@ -16,8 +16,8 @@ use parking_lot::RwLock;
 
 use crate::capture::{CaptureStore, ConnectionId, PacketId, StoreData};
 use crate::dissect::session::LiveDecode;
-use crate::dissect::stream::{Decoded, decode_connection};
-use crate::dissect::{Context, Dissector, Node, Registry};
+use crate::dissect::stream::Decoded;
+use crate::dissect::{Context, Node, Registry};
 
 /// Packets decoded per hold of the store's read lock: small enough that a tap appending
 /// live traffic never waits long, large enough that the lock is not taken per packet.
@@ -261,33 +261,24 @@ impl PacketDecode {
         chosen: Option<&'static str>,
     ) -> Option<PacketDecode> {
         let p = data.packet(packet)?;
-        data.connection(p.connection)?;
-        let ids: Vec<PacketId> = data.packets_of(p.connection).map(|q| q.id).collect();
-        let at = ids.iter().position(|&id| id == packet)?;
-        let window = &ids[at.saturating_sub(TREE_WINDOW)..ids.len().min(at + TREE_WINDOW + 1)];
-        // The labeller's choice when it made one, so the tree and the table's label
-        // always come from the same dissector; else the one rule with what is recorded.
-        let dissector: Option<Arc<dyn Dissector>> = match chosen {
-            Some(name) => registry.get(name),
-            None => crate::dissect::session::choose_in(registry, data, p.connection, None),
-        };
+        let around = crate::dissect::session::decode_around(
+            registry,
+            context,
+            data,
+            packet,
+            chosen,
+            TREE_WINDOW,
+        )?;
         let mut decode = PacketDecode {
             packet,
-            protocol: dissector.as_ref().map(|d| d.name()),
+            protocol: around.protocol,
             messages: Vec::new(),
             continued: None,
-            connection_packets: ids.len(),
+            connection_packets: around.connection_packets,
         };
-        let Some(dissector) = dissector else {
-            return Some(decode);
-        };
-        let all = decode_connection(
-            dissector.as_ref(),
-            context,
-            window.iter().filter_map(|&id| data.packet(id)),
-        );
+        let window = &around.window;
         let position = |id: PacketId| window.iter().position(|&w| w == id);
-        for d in all {
+        for d in around.messages {
             if d.packet == packet {
                 decode.messages.push(d);
             } else if d.direction == p.direction && position(d.packet) < position(packet) {

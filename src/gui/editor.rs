@@ -6,7 +6,7 @@
 use eframe::egui::{self, Color32, RichText, ScrollArea, TextEdit, Ui};
 
 use crate::capture::{ConnectionId, Direction, PacketId};
-use crate::dissect::stream::{Decoded, DirectionStream};
+use crate::dissect::stream::Decoded;
 use crate::dissect::{Context, Node, Registry, Value};
 
 use super::state::Action;
@@ -227,14 +227,11 @@ impl Editor {
     pub fn set_answer(&mut self, registry: &Registry, answer: Result<Vec<u8>, String>) {
         self.waiting = false;
         self.answer = Some(answer.map(|bytes| {
-            let mut messages = Vec::new();
-            if let Some(d) = self.protocol.and_then(|p| registry.get(p)) {
+            // The repeat connection is over: what it read is all the answer there is.
+            let messages = self.protocol.map_or_else(Vec::new, |p| {
                 let dir = self.source.direction().reverse();
-                let mut stream = DirectionStream::new(d.decoder(dir, &self.context));
-                stream.push(PacketId(0), &bytes, dir, &mut messages);
-                // The repeat connection is over: what it read is all the answer there is.
-                stream.finish(dir, true, &mut messages);
-            }
+                crate::dissect::session::decode_stream(registry, &self.context, p, dir, &bytes)
+            });
             Answer { bytes, messages }
         }));
     }
