@@ -109,7 +109,7 @@ fn open_gwcap(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("busy.gwcap");
     {
-        let data = gamewire::samples::busy_capture(PACKETS, SIZE, 64);
+        let data = gamewire::clients::samples::busy_capture(PACKETS, 64);
         save(&data, &path, Format::Gwcap);
     }
     let before = LIVE.load(Ordering::Relaxed);
@@ -119,8 +119,9 @@ fn open_gwcap(c: &mut Criterion) {
     let raw = loaded.data.raw_bytes() as usize;
     let budget = 2 * raw + 64 * PACKETS;
     eprintln!(
-        "gwcap open memory: {held} bytes held for {PACKETS} packets of {SIZE} B \
+        "gwcap open memory: {held} bytes held for {PACKETS} packets of {} B on average \
          ({:.2} x raw + {:.1} B/packet over raw); budget {budget} bytes: {}",
+        raw / PACKETS,
         held as f64 / raw as f64,
         (held - raw) as f64 / PACKETS as f64,
         if held <= budget { "within" } else { "OVER" }
@@ -146,7 +147,7 @@ fn import_sd_json(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("busy.sd.json");
     {
-        let data = gamewire::samples::busy_capture(PACKETS, SIZE, 64);
+        let data = gamewire::clients::samples::busy_capture(PACKETS, 64);
         save(&data, &path, Format::SdJson);
     }
     let mut group = c.benchmark_group("sdjson");

@@ -25,7 +25,7 @@ const PACKETS: usize = 1_000_000;
 const BUDGET: Duration = Duration::from_millis(200);
 
 fn busy_decoded() -> (StoreData, CaptureDecode) {
-    let sample = gamewire::samples::all_samples();
+    let sample = gamewire::clients::samples::all_samples();
     let mut data = StoreData::new();
     let mut copy = 0u32;
     'fill: loop {

@@ -37,9 +37,9 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(600);
     let setup = Instant::now();
-    let store = Arc::new(CaptureStore::from_data(gamewire::samples::busy_capture(
-        PACKETS, 100, 64,
-    )));
+    let store = Arc::new(CaptureStore::from_data(
+        gamewire::clients::samples::busy_capture(PACKETS, 64),
+    ));
     eprintln!(
         "store of {PACKETS} packets built in {:.1} s",
         setup.elapsed().as_secs_f64()

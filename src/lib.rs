@@ -5,11 +5,11 @@
 
 pub mod capture;
 pub mod cli;
+pub mod clients;
 pub mod dissect;
 pub mod engine;
 #[cfg(feature = "gui")]
 pub mod gui;
 pub mod proxy;
-pub mod samples;
 pub mod security;
 pub mod servers;

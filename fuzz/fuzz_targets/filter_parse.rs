@@ -15,7 +15,7 @@ use libfuzzer_sys::fuzz_target;
 fn sample() -> &'static (StoreData, CaptureDecode) {
     static CELL: OnceLock<(StoreData, CaptureDecode)> = OnceLock::new();
     CELL.get_or_init(|| {
-        let data = gamewire::samples::all_samples();
+        let data = gamewire::clients::samples::all_samples();
         let decode = decode_capture(&Registry::standard(), &Context::default(), &data, None);
         (data, decode)
     })

@@ -11,9 +11,9 @@ use anyhow::Context as _;
 use clap::{Args as ClapArgs, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::clients::ra3::{self, Step};
+use crate::clients::sc;
 use crate::security::{HashCost, Store};
-use crate::servers::ra3_client::{self, Step};
-use crate::servers::sc_client;
 use crate::servers::{fesl, gp};
 
 #[derive(ClapArgs, Debug)]
@@ -90,7 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         } => {
             let roots = crate::proxy::tls::read_pem_certs(&ca)
                 .with_context(|| format!("reading the CA {}", ca.display()))?;
-            let opts = sc_client::ScClientOptions {
+            let opts = sc::ScClientOptions {
                 diffusion,
                 diffusion_tls: !no_tls,
                 server_name,
@@ -123,8 +123,7 @@ async fn once(
     persona: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let result =
-        ra3_client::run_fesl_flow(fesl, gp, &email, &password, persona.as_deref(), print_step)
-            .await;
+        ra3::run_fesl_flow(fesl, gp, &email, &password, persona.as_deref(), print_step).await;
     match result {
         Ok(r) => {
             println!(
@@ -141,8 +140,8 @@ async fn once(
     }
 }
 
-async fn sc_once(opts: sc_client::ScClientOptions) -> anyhow::Result<ExitCode> {
-    let print = |step: &sc_client::Step| {
+async fn sc_once(opts: sc::ScClientOptions) -> anyhow::Result<ExitCode> {
+    let print = |step: &sc::Step| {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
@@ -152,7 +151,7 @@ async fn sc_once(opts: sc_client::ScClientOptions) -> anyhow::Result<ExitCode> {
             step.detail
         );
     };
-    match sc_client::run_flow(&opts, print).await {
+    match sc::run_flow(&opts, print).await {
         Ok(r) => {
             println!(
                 "logged in as {} (account {}, session {}) at {}; reconcile complete in {:.1} ms",
@@ -228,7 +227,7 @@ async fn load(clients: usize, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> 
     for i in 0..clients {
         flows.spawn(async move {
             let email = format!("load{i}@gamewire.local");
-            ra3_client::run_fesl_flow(fesl_addr, gp_addr, &email, "secret", None, |_| {})
+            ra3::run_fesl_flow(fesl_addr, gp_addr, &email, "secret", None, |_| {})
                 .await
                 .map(|r| r.total)
         });

@@ -64,7 +64,7 @@ pub enum Command {
         /// Directory to write them to.
         #[arg(long, default_value = "captures")]
         out: PathBuf,
-        /// Instead, write busy.gwcap with this many 100-byte packets (load tests).
+        /// Instead, write busy.gwcap with this many packets of a busy game's traffic (load tests).
         #[arg(long, value_name = "PACKETS")]
         busy: Option<usize>,
     },
@@ -121,7 +121,7 @@ fn write_samples(out: &std::path::Path, busy: Option<usize>) -> anyhow::Result<E
         Some(packets) => {
             std::fs::create_dir_all(out)?;
             let path = out.join("busy.gwcap");
-            let data = crate::samples::busy_capture(packets, 100, 64);
+            let data = crate::clients::samples::busy_capture(packets, 64);
             export::save(
                 Source::Data(&data),
                 &path,
@@ -131,7 +131,7 @@ fn write_samples(out: &std::path::Path, busy: Option<usize>) -> anyhow::Result<E
             )?;
             vec![path]
         }
-        None => crate::samples::write_all(out)?,
+        None => crate::clients::samples::write_all(out)?,
     };
     for path in written {
         println!("wrote {}", path.display());

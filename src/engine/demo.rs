@@ -11,8 +11,8 @@ use parking_lot::Mutex;
 
 use super::api::Event;
 use super::{EngineError, RouteKind, RouteState, RouteStatus, Shared};
+use crate::clients;
 use crate::security::{TEST_EMAIL, TEST_PASSWORD};
-use crate::servers::{ra3_client, sc_client};
 
 /// The persona the demo logs in as (made on the test account the first time).
 pub const DEMO_PERSONA: &str = "DemoPlayer";
@@ -74,7 +74,7 @@ pub(super) fn run(shared: &Arc<Shared>) -> Result<(), EngineError> {
         tracing::info!(%fesl, %gp, "demo: the scripted RA3 client logs in through the taps");
         let steps = Arc::clone(&progress);
         let step_wake = Arc::clone(&wake);
-        let result = ra3_client::run_fesl_flow(
+        let result = clients::ra3::run_fesl_flow(
             fesl,
             gp,
             TEST_EMAIL,
@@ -111,7 +111,7 @@ pub(super) fn run(shared: &Arc<Shared>) -> Result<(), EngineError> {
             (Ok(ra3), Some(opts)) => {
                 let steps = Arc::clone(&progress);
                 let step_wake = Arc::clone(&wake);
-                let result = sc_client::run_flow(&opts, move |s| {
+                let result = clients::sc::run_flow(&opts, move |s| {
                     steps.lock().steps.push(DemoStep {
                         name: format!("SC {}", s.name),
                         ok: s.ok,
@@ -142,7 +142,7 @@ pub(super) fn run(shared: &Arc<Shared>) -> Result<(), EngineError> {
 
 /// The Star Citizen client's settings for the demo: through the running TLS tap in front
 /// of diffusion, trusting our CA. `None` when that tap or the CA is not there.
-fn sc_demo_options(shared: &Shared) -> Option<sc_client::ScClientOptions> {
+fn sc_demo_options(shared: &Shared) -> Option<clients::sc::ScClientOptions> {
     let tls = |name: &str| shared.config.taps.iter().any(|t| t.name == name && t.tls);
     let diffusion = routes(shared).into_iter().find_map(|r| match r.state {
         RouteState::Running(addr)
@@ -153,7 +153,7 @@ fn sc_demo_options(shared: &Shared) -> Option<sc_client::ScClientOptions> {
         _ => None,
     })?;
     let ca = shared.ca().ok()?;
-    Some(sc_client::ScClientOptions {
+    Some(clients::sc::ScClientOptions {
         diffusion,
         diffusion_tls: true,
         server_name: "localhost".into(),

@@ -138,13 +138,6 @@ fn lenient_txn(payload: &[u8]) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// A reassembled payload without the terminator a sender may have encoded with it (client
-/// payloads end `\n\0`, and some senders base64 the `\n` or even the NUL too).
-pub fn joined_text(text: &[u8]) -> &[u8] {
-    let text = text.strip_suffix(b"\0").unwrap_or(text);
-    text.strip_suffix(b"\n").unwrap_or(text)
-}
-
 fn lowercase_letters(n: usize) -> String {
     (0..n)
         .map(|_| char::from(rand::random_range(b'a'..=b'z')))
@@ -251,7 +244,7 @@ impl FeslHandler {
             .push(header.command, header.number, data, size)
         {
             Ok(Progress::Partial { .. }) => Verdict::Ok,
-            Ok(Progress::Done { text, .. }) => match codec::parse_text(joined_text(&text)) {
+            Ok(Progress::Done { text, .. }) => match codec::parse_text(codec::joined_text(&text)) {
                 Ok(pairs) => {
                     self.message(header.command, header.number, pairs, out)
                         .await

@@ -15,10 +15,8 @@ pub mod connection;
 pub mod fesl;
 pub mod framed;
 pub mod gp;
-pub mod ra3_client;
 pub mod registry;
 pub mod sc;
-pub mod sc_client;
 
 use std::time::Duration;
 

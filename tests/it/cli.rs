@@ -316,7 +316,7 @@ fn without_the_gui_feature_no_arguments_says_what_to_run() {
 fn committed_samples_match_the_generator() {
     let (_d, fresh) = samples_dir();
     let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures");
-    for name in gamewire::samples::FILES {
+    for name in gamewire::clients::samples::FILES {
         let a = committed.join(name);
         let b = fresh.join(name);
         if name.ends_with(".sd.json") {

@@ -51,7 +51,7 @@ fn the_scripted_client_logs_in_through_the_taps_and_the_capture_decodes_cleanly(
 
     let result = engine
         .handle()
-        .block_on(gamewire::servers::ra3_client::run_fesl_flow(
+        .block_on(gamewire::clients::ra3::run_fesl_flow(
             fesl_tap,
             gp_tap,
             TEST_EMAIL,

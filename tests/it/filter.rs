@@ -33,7 +33,7 @@ fn index() -> &'static FieldIndex<'static> {
 fn samples() -> &'static Decoded {
     static CELL: OnceLock<Decoded> = OnceLock::new();
     CELL.get_or_init(|| {
-        let data = gamewire::samples::all_samples();
+        let data = gamewire::clients::samples::all_samples();
         // The repository's schemas, as `inspect` loads them: Star Citizen's field names.
         let dirs = schema::schema_dirs(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), &[]);
         let ctx = Context {
@@ -356,7 +356,7 @@ fn bad_expressions_say_where() {
 
 #[test]
 fn threads_keep_order_and_cancel() {
-    let data = gamewire::samples::busy_capture(100_000, 32, 7);
+    let data = gamewire::clients::samples::busy_capture(100_000, 7);
     let f = Filter::parse("conn.id == 3 || (dir == s2c && id > 90000)").unwrap();
     let mut last = 0;
     let got = filter_packets(&data, None, &f, &AtomicBool::new(false), |n| {
@@ -487,7 +487,7 @@ proptest! {
 fn inspect_filter_prints_only_matching_packets() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("all.gwcap");
-    common::save(&gamewire::samples::all_samples(), &path);
+    common::save(&gamewire::clients::samples::all_samples(), &path);
     let run = |args: &[&str]| {
         Command::new(common::gamewire_bin())
             .arg("inspect")

@@ -40,7 +40,7 @@ fn hello(number: u32) -> Vec<u8> {
         b"fsys",
         Tag::SingleClient,
         number,
-        gamewire::servers::ra3_client::HELLO,
+        gamewire::clients::ra3::HELLO,
         true,
     )
 }

@@ -33,6 +33,7 @@ mod journal_crash;
 mod pcapng;
 mod proxy_http;
 mod ra3_servers;
+mod samples;
 mod save;
 mod sc_services;
 mod sdjson;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gamewire::capture::{Connection, Direction, NewPacket, StoreData, Timestamp, Transport};
+use gamewire::clients::ra3::{self, FeslClient, HELLO, Step};
 use gamewire::dissect::fesl::{self as fcodec, Fesl, Tag};
 use gamewire::dissect::gp::{self as gcodec, Gp};
 use gamewire::dissect::stream::decode_connection;
@@ -16,7 +17,6 @@ use gamewire::security::{HashCost, LoginError, Store, StoreError, TicketError};
 use gamewire::servers::connection::ConnectionConfig;
 use gamewire::servers::fesl::{FeslConfig, FeslCtx, FeslSession, Flow};
 use gamewire::servers::gp::{GpConfig, GpCtx, GpSession};
-use gamewire::servers::ra3_client::{self, FeslClient, HELLO, Step};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -134,7 +134,7 @@ async fn greeted(addr: SocketAddr) -> FeslClient {
     c
 }
 
-fn code_of(r: Result<Vec<(String, String)>, ra3_client::FlowError>) -> u32 {
+fn code_of(r: Result<Vec<(String, String)>, ra3::FlowError>) -> u32 {
     r.expect_err("expected an error reply").fesl_code.unwrap()
 }
 
@@ -165,7 +165,7 @@ pub(crate) fn fesl_messages(mut bytes: &[u8]) -> Vec<(fcodec::Header, Vec<(Strin
 }
 
 async fn assert_flow_works(env: &Env, email: &str) {
-    let r = ra3_client::run_fesl_flow(env.fesl, env.gp, email, "pw", None, |_| {})
+    let r = ra3::run_fesl_flow(env.fesl, env.gp, email, "pw", None, |_| {})
         .await
         .unwrap();
     assert!(r.persona_id > 0);
@@ -179,7 +179,7 @@ async fn whole_flow_creates_a_persona_and_logs_into_gp() {
     let env = start(test_config()).await;
     let uid = add(&env, "p1@test", None).await;
     let mut steps: Vec<Step> = Vec::new();
-    let r = ra3_client::run_fesl_flow(env.fesl, env.gp, "p1@test", "pw", Some("Rookie"), |s| {
+    let r = ra3::run_fesl_flow(env.fesl, env.gp, "p1@test", "pw", Some("Rookie"), |s| {
         steps.push(s)
     })
     .await
@@ -210,7 +210,7 @@ async fn whole_flow_creates_a_persona_and_logs_into_gp() {
 
     // Second run: the persona exists, so no NuAddPersona.
     let mut names2 = Vec::new();
-    ra3_client::run_fesl_flow(env.fesl, env.gp, "p1@test", "pw", Some("Rookie"), |s| {
+    ra3::run_fesl_flow(env.fesl, env.gp, "p1@test", "pw", Some("Rookie"), |s| {
         names2.push(s.name)
     })
     .await
@@ -269,7 +269,7 @@ async fn recorded_session_decodes_without_errors_in_the_fesl_and_gp_dissectors()
             .await
             .unwrap();
     }
-    let r = ra3_client::run_fesl_flow(env.fesl, env.gp, "rec@test", "pw", Some("Recorder"), |_| {})
+    let r = ra3::run_fesl_flow(env.fesl, env.gp, "rec@test", "pw", Some("Recorder"), |_| {})
         .await
         .unwrap();
     let fesl_labels = assert_decodes_cleanly(&Fesl, 18800, &r.transcript.fesl);
@@ -693,15 +693,15 @@ async fn gp_rejects_wrong_response_expired_and_reused_tickets_over_sockets() {
         .unwrap();
     let mut log = Vec::new();
     // The wrong password (FESL challenge): 260, and the ticket survives.
-    let e = ra3_client::gp_login(env.gp, "zzzzzzzz", &ticket, &mut log)
+    let e = ra3::gp_login(env.gp, "zzzzzzzz", &ticket, &mut log)
         .await
         .unwrap_err();
     assert_eq!(e.gp_code, Some(260));
-    let (u, p, nick) = ra3_client::gp_login(env.gp, "abcdefgh", &ticket, &mut log)
+    let (u, p, nick) = ra3::gp_login(env.gp, "abcdefgh", &ticket, &mut log)
         .await
         .unwrap();
     assert_eq!((u, p, nick.as_str()), (uid, pid, "Gipper"));
-    let e = ra3_client::gp_login(env.gp, "abcdefgh", &ticket, &mut log)
+    let e = ra3::gp_login(env.gp, "abcdefgh", &ticket, &mut log)
         .await
         .unwrap_err();
     assert_eq!(e.gp_code, Some(266), "single use");
@@ -710,11 +710,11 @@ async fn gp_rejects_wrong_response_expired_and_reused_tickets_over_sockets() {
         .issue_ticket(uid, pid, "abcdefgh", Duration::ZERO)
         .await
         .unwrap();
-    let e = ra3_client::gp_login(env.gp, "abcdefgh", &expired, &mut log)
+    let e = ra3::gp_login(env.gp, "abcdefgh", &expired, &mut log)
         .await
         .unwrap_err();
     assert_eq!(e.gp_code, Some(266), "expired");
-    let e = ra3_client::gp_login(env.gp, "abcdefgh", "bm9wZQ==", &mut log)
+    let e = ra3::gp_login(env.gp, "abcdefgh", "bm9wZQ==", &mut log)
         .await
         .unwrap_err();
     assert_eq!(e.gp_code, Some(266), "unknown");

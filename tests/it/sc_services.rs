@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use gamewire::capture::Direction;
+use gamewire::clients::sc::{ScClientOptions, run_flow};
 use gamewire::dissect::Node;
 use gamewire::dissect::registry::Registry;
 use gamewire::dissect::session::decode_capture;
@@ -22,7 +23,6 @@ use gamewire::engine::{Engine, RouteState, StartOptions};
 use gamewire::security::jwt::{Claims, DEFAULT_ISSUER, Signer};
 use gamewire::security::{HashCost, Store, TEST_EMAIL, TEST_PASSWORD};
 use gamewire::servers::sc::CatchallRule;
-use gamewire::servers::sc_client::{ScClientOptions, run_flow};
 use prost::Message as _;
 
 struct Sc {
@@ -642,7 +642,7 @@ fn wait_idle(engine: &Engine) {
 }
 
 fn diffusion_frame(payload: &[u8]) -> Vec<u8> {
-    gamewire::servers::sc::diffusion::frame(payload)
+    gamewire::dissect::sc::write_frame(payload)
 }
 
 fn read_frame(s: &mut TcpStream) -> Vec<u8> {
@@ -656,7 +656,7 @@ fn read_frame(s: &mut TcpStream) -> Vec<u8> {
 
 #[test]
 fn diffusion_answers_a_socket_client_and_survives_garbage() {
-    use gamewire::servers::sc::pb::diffusion as pb;
+    use gamewire::dissect::sc::pb::diffusion as pb;
     let sc = Sc::start(Vec::new());
     let addr = sc.addr["sc-diffusion-server"];
     let connect = || {

@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use gamewire::clients::ra3::HELLO;
 use gamewire::dissect::fesl::{self as fcodec, Tag};
 use gamewire::dissect::gp as gcodec;
 use gamewire::engine::config::Config;
-use gamewire::servers::ra3_client::HELLO;
 use gamewire::servers::registry::{self, ServerContext};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

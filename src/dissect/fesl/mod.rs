@@ -49,7 +49,7 @@ pub use decode::FeslDecoder;
 pub use encode::{encode_tree, write_packet, write_payload};
 pub use fragment::{Progress, Reassembler, fragment};
 pub use frame::{FeslError, Header, Tag, frame, parse_header};
-pub use parse::{parse_payload, parse_text};
+pub use parse::{joined_text, parse_payload, parse_text};
 pub use tree::error_meaning;
 pub use value::{UnescapeError, needs_quotes, push_value, unescape};
 

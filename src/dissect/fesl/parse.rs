@@ -157,6 +157,13 @@ pub fn parse_payload(payload: &[u8]) -> Result<Vec<(String, String)>, FeslError>
     parse_text(&payload[..text_len])
 }
 
+/// A reassembled payload without the terminator a sender may have encoded with it (client
+/// payloads end `\n\0`, and some senders base64 the `\n` or even the NUL too).
+pub fn joined_text(text: &[u8]) -> &[u8] {
+    let text = text.strip_suffix(b"\0").unwrap_or(text);
+    text.strip_suffix(b"\n").unwrap_or(text)
+}
+
 /// Parses payload text without its terminator (e.g. a reassembled fragment payload).
 pub fn parse_text(text: &[u8]) -> Result<Vec<(String, String)>, FeslError> {
     let mut out = Vec::new();

@@ -136,6 +136,24 @@ fn encode_chunked(out: &mut Vec<u8>, body: &Node) -> Result<(), EncodeError> {
     Ok(())
 }
 
+/// A new HTTP/1.1 message: `start` is the request or status line (`POST /login HTTP/1.1`,
+/// `HTTP/1.1 200 OK`), the headers follow in order and `Content-Length` is set from `body`.
+pub fn write_message(start: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(start.len() + 64 + headers.len() * 32 + body.len());
+    out.extend_from_slice(start.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let length = body.len().to_string();
+    for (name, value) in headers.iter().chain([&("Content-Length", length.as_str())]) {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
 /// Rebuilds an HTTP/1.x message from its (possibly edited) tree.
 pub fn encode(tree: &Node) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::new();

@@ -44,7 +44,7 @@ mod form;
 mod frame;
 
 pub use edit::edit_tree;
-pub use encode::encode;
+pub use encode::{encode, write_message};
 
 use std::borrow::Cow;
 use std::io::Read as _;

@@ -2,8 +2,9 @@
 //! service discovery with the endpoints from configuration, lobby destinations, region
 //! setup and heartbeat acks carrying the connection's session id.
 //!
-//! [`DiffusionSession`] is the socket-free core (client bytes in, reply bytes out); frames
-//! are the ones of [`crate::dissect::sc`], whose constants and name lookup it reuses.
+//! [`DiffusionSession`] is the socket-free core (client bytes in, reply bytes out); framing,
+//! parsing and encoding are the codec's ([`crate::dissect::sc`]), so the protocol is written
+//! once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::ScSettings;
 use super::pb::diffusion as pb;
-use crate::dissect::protobuf::top_level_string;
-use crate::dissect::sc::{HEADER_LEN, MAGIC};
+use crate::dissect::Framing;
+use crate::dissect::sc as codec;
 pub use crate::servers::Flow;
 use crate::servers::Timeouts;
 use crate::servers::connection::{Session, Timing};
@@ -31,15 +32,6 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a client may take to finish a frame it started, so one that dribbles a byte
 /// now and then cannot hold a connection open.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Frames `payload` for the wire.
-pub fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(payload);
-    out
-}
 
 /// What [`DiffusionSession::input`] saw, for logs and tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,39 +75,32 @@ impl DiffusionSession {
 
     /// Takes client bytes; returns the reply bytes and whether to keep the connection.
     pub fn input(&mut self, bytes: &[u8]) -> (Vec<u8>, Flow) {
-        self.buf.extend_from_slice(bytes);
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.extend_from_slice(bytes);
         let mut out = Vec::new();
+        let mut at = 0;
         loop {
-            if self.buf.len() < HEADER_LEN {
-                if self.buf.len() > 4 && self.buf[4..] != MAGIC[..self.buf.len() - 4] {
-                    return self.fatal(out, "no diffusion magic (ef be ad de) at offset 4");
+            match codec::frame_within(&buf[at..], MAX_CLIENT_PAYLOAD) {
+                Framing::Complete(n) => {
+                    let frame = &buf[at..at + n];
+                    at += n;
+                    // Framing checked the header, so the payload is the rest of the frame.
+                    let payload = codec::parse_frame(frame).unwrap_or_default();
+                    if let Some(reply) = self.message(payload) {
+                        out.extend(codec::write_frame(&reply));
+                    }
+                    if self.bad >= MAX_BAD {
+                        return self.fatal(out, "too many malformed messages");
+                    }
                 }
-                return (out, Flow::Continue);
-            }
-            if self.buf[4..8] != MAGIC {
+                Framing::NeedMore(_) => break,
                 // Without the magic there is no telling where the next frame starts.
-                return self.fatal(out, "no diffusion magic (ef be ad de) at offset 4");
-            }
-            let len =
-                u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
-            if len > MAX_CLIENT_PAYLOAD {
-                return self.fatal(
-                    out,
-                    &format!("payload length {len} is over the {MAX_CLIENT_PAYLOAD}-byte limit"),
-                );
-            }
-            if self.buf.len() < HEADER_LEN + len {
-                return (out, Flow::Continue);
-            }
-            let payload: Vec<u8> = self.buf[HEADER_LEN..HEADER_LEN + len].to_vec();
-            self.buf.drain(..HEADER_LEN + len);
-            if let Some(reply) = self.message(&payload) {
-                out.extend(frame(&reply));
-            }
-            if self.bad >= MAX_BAD {
-                return self.fatal(out, "too many malformed messages");
+                Framing::Unframeable { reason, .. } => return self.fatal(out, &reason),
             }
         }
+        buf.drain(..at);
+        self.buf = buf;
+        (out, Flow::Continue)
     }
 
     fn fatal(&mut self, out: Vec<u8>, reason: &str) -> (Vec<u8>, Flow) {
@@ -132,7 +117,7 @@ impl DiffusionSession {
 
     /// The reply payload to one message, if any.
     fn message(&mut self, payload: &[u8]) -> Option<Vec<u8>> {
-        let Some(name) = top_level_string(payload, 1).map(str::to_owned) else {
+        let Some(name) = codec::message_name(payload).map(str::to_owned) else {
             return self.bad("payload has no message name (field 1)".into());
         };
         let reply = match name.as_str() {
@@ -339,20 +324,14 @@ mod tests {
     #[test]
     fn split_frames_are_reassembled_and_answered_in_order() {
         let mut s = session();
-        let mut bytes = frame(
-            &pb::Heartbeat {
-                message_name: "heartbeat".into(),
-                sequence: 7,
-            }
-            .encode_to_vec(),
-        );
-        bytes.extend(frame(
-            &pb::LobbyDestinationsRequest {
-                message_name: "cmsg_ls_req_dests".into(),
-                sequence: 2,
-            }
-            .encode_to_vec(),
-        ));
+        let mut bytes = codec::write_message(&pb::Heartbeat {
+            message_name: "heartbeat".into(),
+            sequence: 7,
+        });
+        bytes.extend(codec::write_message(&pb::LobbyDestinationsRequest {
+            message_name: "cmsg_ls_req_dests".into(),
+            sequence: 2,
+        }));
         let mut out = Vec::new();
         for chunk in bytes.chunks(3) {
             let (o, flow) = s.input(chunk);
@@ -401,13 +380,10 @@ mod tests {
     }
 
     fn heartbeat() -> Vec<u8> {
-        frame(
-            &pb::Heartbeat {
-                message_name: "heartbeat".into(),
-                sequence: 1,
-            }
-            .encode_to_vec(),
-        )
+        codec::write_message(&pb::Heartbeat {
+            message_name: "heartbeat".into(),
+            sequence: 1,
+        })
     }
 
     #[tokio::test(start_paused = true)]
@@ -439,7 +415,7 @@ mod tests {
         let mut s = session();
         assert_eq!(s.input(b"\x05\0\0\0nope!").1, Flow::Close);
         let mut s = session();
-        let (out, flow) = s.input(&frame(b"\x0a\xff"));
+        let (out, flow) = s.input(&codec::write_frame(b"\x0a\xff"));
         assert!(out.is_empty());
         assert_eq!(flow, Flow::Continue);
         assert!(matches!(s.events[0], Event::Bad(_)));

@@ -1,6 +1,7 @@
 //! A scripted Red Alert 3 client: the login sequence a real client runs (as in the sample
 //! capture), step by step with timings. It is the GUI's demo, the integration tests' driver
-//! and the load generator.
+//! and the load generator; its message builders ([`HELLO`], [`nu_login`], [`request_packet`],
+//! [`gp_login_message`], ...) are also what the sample captures are made of.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -117,8 +118,8 @@ impl FeslClient {
     ) -> std::io::Result<u32> {
         let number = self.next_number;
         self.next_number += 1;
-        let packet = fesl_codec::write_packet(command, Tag::SingleClient, number, pairs, true);
-        self.write_raw(&packet).await?;
+        self.write_raw(&request_packet(command, number, pairs))
+            .await?;
         Ok(number)
     }
 
@@ -143,19 +144,13 @@ impl FeslClient {
                         {
                             Progress::Partial { .. } => continue,
                             Progress::Done { text, .. } => {
-                                pairs = fesl_codec::parse_text(super::fesl::joined_text(&text))
+                                pairs = fesl_codec::parse_text(fesl_codec::joined_text(&text))
                                     .map_err(|e| e.to_string())?;
                             }
                         }
                     }
                     if &header.command == b"fsys" && get(&pairs, "TXN") == Some("Ping") {
-                        let pong = fesl_codec::write_packet(
-                            b"fsys",
-                            Tag::SingleServer,
-                            0,
-                            &[("TXN", "Ping")],
-                            true,
-                        );
+                        let pong = answer_packet(b"fsys", PING);
                         self.write_raw(&pong).await.map_err(|e| e.to_string())?;
                         continue;
                     }
@@ -226,6 +221,79 @@ pub const HELLO: &[(&str, &str)] = &[
     ("fragmentSize", "8096"),
     ("clientType", ""),
 ];
+/// The client's answer to the server's MemCheck.
+pub const MEMCHECK_ANSWER: &[(&str, &str)] = &[("TXN", "MemCheck"), ("result", "")];
+/// A keep-alive: the server asks, the client echoes it.
+pub const PING: &[(&str, &str)] = &[("TXN", "Ping")];
+pub const NU_GET_PERSONAS: &[(&str, &str)] = &[("TXN", "NuGetPersonas"), ("namespace", "")];
+pub const GAMESPY_PRE_AUTH: &[(&str, &str)] = &[("TXN", "GameSpyPreAuth")];
+/// The MAC address retail clients report (any will do; the server only logs it).
+const MAC_ADDR: &str = "$0a1b2c3d4e5f";
+
+/// The account login.
+pub fn nu_login<'a>(email: &'a str, password: &'a str) -> [(&'a str, &'a str); 5] {
+    [
+        ("TXN", "NuLogin"),
+        ("returnEncryptedInfo", "1"),
+        ("nuid", email),
+        ("password", password),
+        ("macAddr", MAC_ADDR),
+    ]
+}
+
+pub fn nu_add_persona(name: &str) -> [(&str, &str); 2] {
+    [("TXN", "NuAddPersona"), ("name", name)]
+}
+
+pub fn nu_login_persona(name: &str) -> [(&str, &str); 2] {
+    [("TXN", "NuLoginPersona"), ("name", name)]
+}
+
+/// A numbered request packet, as the client sends it.
+pub fn request_packet<V: AsRef<str>>(
+    command: &[u8; 4],
+    number: u32,
+    pairs: &[(&str, V)],
+) -> Vec<u8> {
+    fesl_codec::write_packet(command, Tag::SingleClient, number, pairs, true)
+}
+
+/// The client's answer to an unnumbered server message (MemCheck, Ping): the server's tag
+/// and number 0, as retail clients send it.
+pub fn answer_packet(command: &[u8; 4], pairs: &[(&str, &str)]) -> Vec<u8> {
+    fesl_codec::write_packet(command, Tag::SingleServer, 0, pairs, true)
+}
+
+/// The GP login with FESL's challenge as password and its ticket as authtoken, answering
+/// the server's `\lc\1\` challenge with the client's own.
+pub fn gp_login_message(
+    fesl_challenge: &str,
+    ticket: &str,
+    client_chal: &str,
+    server_chal: &str,
+) -> Vec<u8> {
+    let response = gp_codec::gp_response(fesl_challenge, ticket, client_chal, server_chal);
+    gp_codec::write_message(&[
+        ("login", ""),
+        ("challenge", client_chal),
+        ("authtoken", ticket),
+        ("partnerid", "0"),
+        ("response", response.as_str()),
+        ("firewall", "1"),
+        ("port", "0"),
+        ("productid", "11419"),
+        ("gamename", "redalert3pc"),
+        ("namespaceid", "1"),
+        ("sdkrevision", "3"),
+        ("quiet", "0"),
+        ("id", "1"),
+    ])
+}
+
+/// GP's keep-alive, the same both ways.
+pub fn gp_keep_alive() -> Vec<u8> {
+    gp_codec::write_message(&[("ka", "")])
+}
 
 struct Steps<F: FnMut(Step)> {
     steps: Vec<Step>,
@@ -394,30 +462,13 @@ async fn fesl_part<F: FnMut(Step)>(
         .and_then(|m| get(&m.pairs, "salt"))
         .unwrap_or("?")
         .to_owned();
-    let answer = fesl_codec::write_packet(
-        b"fsys",
-        Tag::SingleServer,
-        0,
-        &[("TXN", "MemCheck"), ("result", "")],
-        true,
-    );
-    c.write_raw(&answer)
+    c.write_raw(&answer_packet(b"fsys", MEMCHECK_ANSWER))
         .await
         .map_err(|e| fail("MemCheck", e.to_string()))?;
     s.done("MemCheck", format!("salt={salt}"));
 
     let login = c
-        .request(
-            "NuLogin",
-            b"acct",
-            &[
-                ("TXN", "NuLogin"),
-                ("returnEncryptedInfo", "1"),
-                ("nuid", email),
-                ("password", password),
-                ("macAddr", "$0a1b2c3d4e5f"),
-            ],
-        )
+        .request("NuLogin", b"acct", &nu_login(email, password))
         .await?;
     let user_id = parse_id("NuLogin", &login, "userId")?;
     let display_name = get(&login, "displayName").unwrap_or("").to_owned();
@@ -426,13 +477,7 @@ async fn fesl_part<F: FnMut(Step)>(
         format!("userId={user_id} displayName={display_name}"),
     );
 
-    let list = c
-        .request(
-            "NuGetPersonas",
-            b"acct",
-            &[("TXN", "NuGetPersonas"), ("namespace", "")],
-        )
-        .await?;
+    let list = c.request("NuGetPersonas", b"acct", NU_GET_PERSONAS).await?;
     let count: usize = get(&list, "personas.[]")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
@@ -449,27 +494,19 @@ async fn fesl_part<F: FnMut(Step)>(
             .unwrap_or_else(|| persona_from(&display_name, user_id)),
     };
     if !names.iter().any(|n| n.eq_ignore_ascii_case(&wanted)) {
-        c.request(
-            "NuAddPersona",
-            b"acct",
-            &[("TXN", "NuAddPersona"), ("name", &wanted)],
-        )
-        .await?;
+        c.request("NuAddPersona", b"acct", &nu_add_persona(&wanted))
+            .await?;
         s.done("NuAddPersona", format!("name={wanted}"));
     }
 
     let chosen = c
-        .request(
-            "NuLoginPersona",
-            b"acct",
-            &[("TXN", "NuLoginPersona"), ("name", &wanted)],
-        )
+        .request("NuLoginPersona", b"acct", &nu_login_persona(&wanted))
         .await?;
     let persona_id = parse_id("NuLoginPersona", &chosen, "profileId")?;
     s.done("NuLoginPersona", format!("profileId={persona_id}"));
 
     let pre = c
-        .request("GameSpyPreAuth", b"acct", &[("TXN", "GameSpyPreAuth")])
+        .request("GameSpyPreAuth", b"acct", GAMESPY_PRE_AUTH)
         .await?;
     let challenge = get(&pre, "challenge").unwrap_or("").to_owned();
     let ticket = get(&pre, "ticket").unwrap_or("").to_owned();
@@ -535,22 +572,7 @@ pub async fn gp_login(
         _ => return Err(fail(STEP, "no \\lc\\1\\ challenge")),
     };
     let client_chal = crate::security::random_token(32);
-    let response = gp_codec::gp_response(fesl_challenge, ticket, &client_chal, &server_chal);
-    let login = gp_codec::write_message(&[
-        ("login", ""),
-        ("challenge", client_chal.as_str()),
-        ("authtoken", ticket),
-        ("partnerid", "0"),
-        ("response", response.as_str()),
-        ("firewall", "1"),
-        ("port", "0"),
-        ("productid", "11419"),
-        ("gamename", "redalert3pc"),
-        ("namespaceid", "1"),
-        ("sdkrevision", "3"),
-        ("quiet", "0"),
-        ("id", "1"),
-    ]);
+    let login = gp_login_message(fesl_challenge, ticket, &client_chal, &server_chal);
     log.push((Direction::ClientToServer, login.clone()));
     stream
         .write_all(&login)
