@@ -227,7 +227,7 @@ fn resync(buf: &[u8], max_payload: usize) -> usize {
 /// A limit as people say it: `16 MiB`, else in bytes.
 fn size_text(bytes: usize) -> String {
     const MIB: usize = 1024 * 1024;
-    if bytes >= MIB && bytes % MIB == 0 {
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
         format!("{} MiB", bytes / MIB)
     } else {
         format!("{bytes} bytes")

@@ -501,3 +501,41 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_codec_frames_parses_and_writes_what_the_dissector_reads() {
+    use gamewire::dissect::sc::{self, FrameError, MAGIC, pb};
+    use prost::Message as _;
+    let hb = pb::diffusion::Heartbeat {
+        message_name: "heartbeat".into(),
+        sequence: 7,
+    };
+    let bytes = sc::write_message(&hb);
+    assert_eq!(bytes, frame(&hb.encode_to_vec()));
+    assert_eq!(sc::frame(&bytes), Framing::Complete(bytes.len()));
+    let payload = sc::parse_frame(&bytes).unwrap();
+    assert_eq!(sc::message_name(payload), Some("heartbeat"));
+    assert_eq!(sc::write_frame(payload), bytes);
+
+    assert_eq!(sc::parse_frame(&bytes[..5]), Err(FrameError::Short));
+    let mut bad = bytes.clone();
+    bad[4] = 0;
+    assert_eq!(sc::parse_frame(&bad), Err(FrameError::Magic));
+    let mut long = bytes.clone();
+    long.push(0);
+    let (declared, actual) = (payload.len(), payload.len() + 1);
+    assert_eq!(
+        sc::parse_frame(&long),
+        Err(FrameError::Length { declared, actual })
+    );
+
+    // A server's smaller limit refuses what the dissector would wait for.
+    let limit = 1024 * 1024;
+    let mut big = ((limit + 1) as u32).to_le_bytes().to_vec();
+    big.extend_from_slice(&MAGIC);
+    match sc::frame_within(&big, limit) {
+        Framing::Unframeable { reason, .. } => assert!(reason.contains("1 MiB"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sc::frame(&big), Framing::NeedMore(Some(limit + 1 + 8)));
+}
