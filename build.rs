@@ -31,29 +31,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("sc_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
-    let dir = |name: &str| -> std::io::Result<PathBuf> {
-        let d = out.join(name);
-        std::fs::create_dir_all(&d)?;
-        Ok(d)
-    };
-    tonic_prost_build::configure()
-        .build_server(false)
-        .build_client(false)
-        .out_dir(dir("sc_messages")?)
-        .compile_fds(fds.clone())?;
-    tonic_prost_build::configure()
-        .build_server(true)
-        .build_client(false)
-        .extern_path(".sc", MESSAGES)
-        // Malformed request bodies are the client's fault: INVALID_ARGUMENT, not INTERNAL.
-        .codec_path("crate::servers::sc::codec::ScCodec")
-        .out_dir(dir("sc_servers")?)
-        .compile_fds(fds.clone())?;
-    tonic_prost_build::configure()
-        .build_server(false)
-        .build_client(true)
-        .extern_path(".sc", MESSAGES)
-        .out_dir(dir("sc_clients")?)
-        .compile_fds(fds)?;
+    // (output folder, service traits, service clients)
+    let outputs = [
+        ("sc_messages", false, false),
+        ("sc_servers", true, false),
+        ("sc_clients", false, true),
+    ];
+    for (name, servers, clients) in outputs {
+        let dir = out.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let mut builder = tonic_prost_build::configure()
+            .build_server(servers)
+            .build_client(clients)
+            .out_dir(dir);
+        if servers || clients {
+            builder = builder.extern_path(".sc", MESSAGES);
+        }
+        if servers {
+            // Malformed request bodies are the client's fault: INVALID_ARGUMENT, not INTERNAL.
+            builder = builder.codec_path("crate::servers::sc::codec::ScCodec");
+        }
+        builder.compile_fds(fds.clone())?;
+    }
     Ok(())
 }

@@ -418,17 +418,7 @@ impl FeslHandler {
             out,
             b"fsys",
             number,
-            &[
-                ("domainPartition.domain", "eagames"),
-                ("messengerIp", "127.0.0.1"),
-                ("messengerPort", "0"),
-                ("domainPartition.subDomain", "CNCRA3"),
-                ("TXN", "Hello"),
-                ("activityTimeoutSecs", "0"),
-                ("curTime", &now),
-                ("theaterIp", &self.config.theater_ip),
-                ("theaterPort", &theater_port),
-            ],
+            &codec::hello_reply(&now, &self.config.theater_ip, &theater_port),
         );
         let salt = rand::random::<u32>().to_string();
         self.send(

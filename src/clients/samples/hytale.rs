@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 
-use super::{BASE_SECS, C2S, Line, S2C, Script, at, labelled_connection, line, local};
-use crate::capture::{Connection, StoreData, Timestamp, TlsInfo, Transport};
+use super::{BASE_SECS, C2S, Line, S2C, Script, at, labelled_connection, line, local, over_tls};
+use crate::capture::{Connection, StoreData, Timestamp, Transport};
 use crate::dissect::hytale;
 
 const UUID: [u8; 16] = [
@@ -39,21 +39,19 @@ pub(super) fn connect(data: &mut StoreData) {
 
 /// A game connection as the QUIC tap at 5520 records it.
 pub(super) fn connection(client: SocketAddr, opened: Timestamp) -> Connection {
-    let mut conn = labelled_connection(
-        client,
-        local(5520),
-        Transport::Quic,
-        opened,
-        "hytale",
-        "hytale",
-    );
-    conn.tls = Some(TlsInfo {
-        sni: Some("play.hytale.local".into()),
-        alpn: Some("hytale/2".into()),
-        version: Some("TLSv1.3".into()),
-        cipher: Some("TLS13_AES_128_GCM_SHA256".into()),
-    });
-    conn
+    over_tls(
+        labelled_connection(
+            client,
+            local(5520),
+            Transport::Quic,
+            opened,
+            "hytale",
+            "hytale",
+        ),
+        "play.hytale.local",
+        Some("hytale/2"),
+        "TLS13_AES_128_GCM_SHA256",
+    )
 }
 
 /// Connect and the mutual authentication.

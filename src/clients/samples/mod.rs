@@ -130,6 +130,17 @@ fn labelled_connection(
     conn
 }
 
+/// `conn` behind a TLS tap that terminated TLS 1.3 with `cipher`.
+fn over_tls(mut conn: Connection, sni: &str, alpn: Option<&str>, cipher: &str) -> Connection {
+    conn.tls = Some(crate::capture::TlsInfo {
+        sni: Some(sni.into()),
+        alpn: alpn.map(Into::into),
+        version: Some("TLSv1.3".into()),
+        cipher: Some(cipher.into()),
+    });
+    conn
+}
+
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }

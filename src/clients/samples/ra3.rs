@@ -50,17 +50,7 @@ pub(super) fn fesl_login() -> Vec<Line> {
     let mut hello = reply(
         b"fsys",
         1,
-        &[
-            ("domainPartition.domain", "eagames"),
-            ("messengerIp", "127.0.0.1"),
-            ("messengerPort", "0"),
-            ("domainPartition.subDomain", "CNCRA3"),
-            ("TXN", "Hello"),
-            ("activityTimeoutSecs", "0"),
-            ("curTime", "Aug-07-2025 22:53:52 UTC"),
-            ("theaterIp", "127.0.0.1"),
-            ("theaterPort", "18805"),
-        ],
+        &codec::hello_reply("Aug-07-2025 22:53:52 UTC", "127.0.0.1", "18805"),
     );
     hello.extend(reply(
         b"fsys",

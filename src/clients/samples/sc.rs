@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 
 use base64::Engine as _;
 
-use super::{C2S, Line, S2C, Script, at, labelled_connection, line, local};
-use crate::capture::{Connection, StoreData, Timestamp, TlsInfo, Transport};
+use super::{C2S, Line, S2C, Script, at, labelled_connection, line, local, over_tls};
+use crate::capture::{Connection, StoreData, Timestamp, Transport};
 use crate::clients::sc as client;
 use crate::dissect::http1;
 use crate::dissect::sc::pb::diffusion as pb;
@@ -29,21 +29,29 @@ pub(super) fn diffusion(data: &mut StoreData) {
 
 /// A diffusion connection as the TLS tap at 8000 records it.
 pub(super) fn diffusion_connection(client: SocketAddr, opened: Timestamp) -> Connection {
-    let mut conn = labelled_connection(
-        client,
-        local(8000),
-        Transport::Tcp,
-        opened,
-        "sc",
-        "sc-diffusion",
-    );
-    conn.tls = Some(TlsInfo {
-        sni: Some("diffusion.robertsspaceindustries.com".into()),
-        alpn: None,
-        version: Some("TLSv1.3".into()),
-        cipher: Some("TLS13_AES_256_GCM_SHA384".into()),
-    });
-    conn
+    over_tls(
+        labelled_connection(
+            client,
+            local(8000),
+            Transport::Tcp,
+            opened,
+            "sc",
+            "sc-diffusion",
+        ),
+        "diffusion.robertsspaceindustries.com",
+        None,
+        "TLS13_AES_256_GCM_SHA384",
+    )
+}
+
+/// A diffusion message, framed by the codec.
+fn framed(
+    dir: crate::capture::Direction,
+    after_micros: i64,
+    label: &'static str,
+    msg: &impl prost::Message,
+) -> Line {
+    line(dir, after_micros, label, write_message(msg))
 }
 
 fn service(name: &str, port: u32, protocols: &[&str]) -> pb::ServiceEntry {
@@ -83,32 +91,22 @@ pub(super) fn diffusion_opening() -> Vec<Line> {
         confirmed: true,
     };
     vec![
-        line(
+        framed(
             C2S,
             5_000,
             "Service Discovery",
-            write_message(&client::discovery_request(1)),
+            &client::discovery_request(1),
         ),
-        line(S2C, 3_000, "Service List", write_message(&services)),
-        line(
+        framed(S2C, 3_000, "Service List", &services),
+        framed(
             C2S,
             120_000,
             "Lobby Destinations Request",
-            write_message(&client::lobby_request(2)),
+            &client::lobby_request(2),
         ),
-        line(
-            S2C,
-            2_000,
-            "Lobby Destinations",
-            write_message(&destinations),
-        ),
-        line(
-            C2S,
-            80_000,
-            "Region Setup",
-            write_message(&client::region_setup(REGION)),
-        ),
-        line(S2C, 1_500, "Region Confirmed", write_message(&confirmation)),
+        framed(S2C, 2_000, "Lobby Destinations", &destinations),
+        framed(C2S, 80_000, "Region Setup", &client::region_setup(REGION)),
+        framed(S2C, 1_500, "Region Confirmed", &confirmation),
     ]
 }
 
@@ -120,13 +118,8 @@ pub(super) fn heartbeats(sequence: u64) -> [Line; 2] {
         sequence,
     };
     [
-        line(
-            C2S,
-            10_000_000,
-            "Heartbeat",
-            write_message(&client::heartbeat(sequence)),
-        ),
-        line(S2C, 900, "Heartbeat Ack", write_message(&ack)),
+        framed(C2S, 10_000_000, "Heartbeat", &client::heartbeat(sequence)),
+        framed(S2C, 900, "Heartbeat Ack", &ack),
     ]
 }
 

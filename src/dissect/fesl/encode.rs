@@ -37,6 +37,27 @@ fn patch_size(out: &mut [u8]) {
     }
 }
 
+/// The server's answer to a Red Alert 3 client's `fsys Hello`, as retail servers send it
+/// (the emulator and the sample captures both use it): `cur_time` like
+/// `Aug-07-2025 22:53:52 UTC`, then where the theater is.
+pub fn hello_reply<'a>(
+    cur_time: &'a str,
+    theater_ip: &'a str,
+    theater_port: &'a str,
+) -> [(&'static str, &'a str); 9] {
+    [
+        ("domainPartition.domain", "eagames"),
+        ("messengerIp", "127.0.0.1"),
+        ("messengerPort", "0"),
+        ("domainPartition.subDomain", "CNCRA3"),
+        ("TXN", "Hello"),
+        ("activityTimeoutSecs", "0"),
+        ("curTime", cur_time),
+        ("theaterIp", theater_ip),
+        ("theaterPort", theater_port),
+    ]
+}
+
 /// One whole packet: header (size computed) and payload.
 pub fn write_packet<K: AsRef<str>, V: AsRef<str>>(
     command: &[u8; 4],

@@ -46,7 +46,7 @@ mod tree;
 mod value;
 
 pub use decode::FeslDecoder;
-pub use encode::{encode_tree, write_packet, write_payload};
+pub use encode::{encode_tree, hello_reply, write_packet, write_payload};
 pub use fragment::{Progress, Reassembler, fragment};
 pub use frame::{FeslError, Header, Tag, frame, parse_header};
 pub use parse::{joined_text, parse_payload, parse_text};
