@@ -90,20 +90,11 @@ pub(super) fn diffusion_opening() -> Vec<Line> {
         region_id: REGION.into(),
         confirmed: true,
     };
+    let (discovery, lobby) = (client::discovery_request(1), client::lobby_request(2));
     vec![
-        framed(
-            C2S,
-            5_000,
-            "Service Discovery",
-            &client::discovery_request(1),
-        ),
+        framed(C2S, 5_000, "Service Discovery", &discovery),
         framed(S2C, 3_000, "Service List", &services),
-        framed(
-            C2S,
-            120_000,
-            "Lobby Destinations Request",
-            &client::lobby_request(2),
-        ),
+        framed(C2S, 120_000, "Lobby Destinations Request", &lobby),
         framed(S2C, 2_000, "Lobby Destinations", &destinations),
         framed(C2S, 80_000, "Region Setup", &client::region_setup(REGION)),
         framed(S2C, 1_500, "Region Confirmed", &confirmation),
