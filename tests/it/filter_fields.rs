@@ -75,7 +75,7 @@ fn h2_call(
 fn decoded() -> &'static Decoded {
     static CELL: OnceLock<Decoded> = OnceLock::new();
     CELL.get_or_init(|| {
-        let mut data = gamewire::samples::all_samples();
+        let mut data = gamewire::clients::samples::all_samples();
         add(
             &mut data,
             "127.0.0.1:80",
