@@ -9,12 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Args as ClapArgs, Subcommand};
-use tokio_util::sync::CancellationToken;
 
 use crate::clients::ra3::{self, Step};
 use crate::clients::sc;
 use crate::security::{HashCost, Store};
-use crate::servers::{fesl, gp};
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -207,20 +205,10 @@ async fn load(clients: usize, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> 
         setup.elapsed().as_secs_f64()
     );
 
-    let shutdown = CancellationToken::new();
-    let fl = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let gl = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let (fesl_addr, gp_addr) = (fl.local_addr()?, gl.local_addr()?);
-    let fesl_task = tokio::spawn(fesl::run(
-        fl,
-        fesl::FeslCtx::new(store.clone(), fesl::FeslConfig::default()),
-        shutdown.clone(),
-    ));
-    let gp_task = tokio::spawn(gp::run(
-        gl,
-        gp::GpCtx::new(store.clone(), gp::GpConfig::default()),
-        shutdown.clone(),
-    ));
+    let servers = crate::engine::load::start_ra3_servers(store.clone())
+        .await
+        .context("starting the RA3 servers")?;
+    let (fesl_addr, gp_addr) = (servers.fesl, servers.gp);
 
     let start = Instant::now();
     let mut flows = tokio::task::JoinSet::new();
@@ -242,9 +230,7 @@ async fn load(clients: usize, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> 
         }
     }
     let wall = start.elapsed();
-    shutdown.cancel();
-    let _ = fesl_task.await;
-    let _ = gp_task.await;
+    servers.stop().await;
     store.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 

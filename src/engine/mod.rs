@@ -12,6 +12,7 @@ pub mod config;
 pub mod decoding;
 mod demo;
 pub mod live;
+pub mod load;
 pub mod log_ring;
 pub mod logs;
 mod routes;
