@@ -268,18 +268,18 @@ impl LiveDecode {
 
     /// The connections whose dissector is chosen (or known to be none).
     pub fn chosen(&self) -> Vec<ConnectionId> {
-        self.connections
-            .iter()
-            .filter(|(_, l)| !matches!(l, Live::Deciding { .. }))
-            .map(|(c, _)| *c)
-            .collect()
+        self.connections_where(|l| !matches!(l, Live::Deciding { .. }))
     }
 
     /// The connections seen and not finished.
     pub fn unfinished(&self) -> Vec<ConnectionId> {
+        self.connections_where(|l| !matches!(l, Live::Done { .. }))
+    }
+
+    fn connections_where(&self, keep: impl Fn(&Live) -> bool) -> Vec<ConnectionId> {
         self.connections
             .iter()
-            .filter(|(_, l)| !matches!(l, Live::Done { .. }))
+            .filter(|(_, l)| keep(l))
             .map(|(c, _)| *c)
             .collect()
     }

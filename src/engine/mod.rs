@@ -368,15 +368,8 @@ impl Engine {
         let mut events = self.subscribe();
         let shutdown = self.shared.shutdown.clone();
         self.runtime().spawn(async move {
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    event = events.next() => {
-                        if event.is_none() {
-                            return;
-                        }
-                    }
-                }
+            // Until the engine stops, or its event stream ends.
+            while let Some(Some(_)) = shutdown.run_until_cancelled(events.next()).await {
                 wake();
                 tokio::time::sleep(coalesce).await;
                 while events.try_next().is_some() {}

@@ -124,15 +124,7 @@ fn spawn_pumps(shared: &Arc<Shared>) {
     let to = shared.clone();
     let shutdown = shared.shutdown.clone();
     tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                changed = log.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                }
-            }
+        while let Some(Ok(())) = shutdown.run_until_cancelled(log.changed()).await {
             let seq = *log.borrow_and_update();
             to.publish(Event::Log { seq });
         }
