@@ -4,6 +4,9 @@
 //! session decoded. Diffusion frames are the codec's ([`crate::dissect::sc`]); the requests
 //! ([`discovery_request`], [`heartbeat`], [`login_request`], ...) are also what the sample
 //! captures are made of.
+//!
+//! One file because it is one flow, step after step in the order a game takes them; the
+//! request builders sit beside the steps that send them.
 
 use std::future::Future;
 use std::net::SocketAddr;
