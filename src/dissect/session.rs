@@ -174,6 +174,8 @@ pub struct LiveDecode {
     context: Arc<Context>,
     forced: Option<String>,
     connections: HashMap<ConnectionId, Live>,
+    /// Connections whose dissector was chosen since [`LiveDecode::take_chosen`] last ran.
+    newly_chosen: Vec<(ConnectionId, Option<&'static str>)>,
 }
 
 enum Live {
@@ -197,6 +199,7 @@ impl LiveDecode {
             context,
             forced,
             connections: HashMap::new(),
+            newly_chosen: Vec::new(),
         }
     }
 
@@ -266,20 +269,17 @@ impl LiveDecode {
         }
     }
 
-    /// The connections whose dissector is chosen (or known to be none).
-    pub fn chosen(&self) -> Vec<ConnectionId> {
-        self.connections_where(|l| !matches!(l, Live::Deciding { .. }))
+    /// The connections whose dissector was chosen (or found to be none) since the last
+    /// call, with it: what a reader of many connections needs without looking at all.
+    pub fn take_chosen(&mut self) -> Vec<(ConnectionId, Option<&'static str>)> {
+        std::mem::take(&mut self.newly_chosen)
     }
 
     /// The connections seen and not finished.
     pub fn unfinished(&self) -> Vec<ConnectionId> {
-        self.connections_where(|l| !matches!(l, Live::Done { .. }))
-    }
-
-    fn connections_where(&self, keep: impl Fn(&Live) -> bool) -> Vec<ConnectionId> {
         self.connections
             .iter()
-            .filter(|(_, l)| keep(l))
+            .filter(|(_, l)| !matches!(l, Live::Done { .. }))
             .map(|(c, _)| *c)
             .collect()
     }
@@ -312,6 +312,8 @@ impl LiveDecode {
         let Some(Live::Deciding { held, .. }) = self.connections.remove(&conn) else {
             return;
         };
+        self.newly_chosen
+            .push((conn, chosen.as_ref().map(|d| d.name())));
         let live = match chosen {
             None => Live::Done { protocol: None },
             Some(d) => {

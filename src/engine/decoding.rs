@@ -45,21 +45,8 @@ pub fn decode_context_for(config: &Config, signer: Option<&Signer>) -> Context {
     context
 }
 
-/// Builds the context. `certs_dir`: where the issuer's key lives; it is read, never made.
-/// What cannot be loaded is logged and left out: decoding goes on without it.
-pub fn decode_context(extra_proto: &[PathBuf], certs_dir: Option<&Path>) -> Context {
-    let signer = certs_dir.and_then(|dir| match Signer::load_existing(dir) {
-        Ok(signer) => signer,
-        Err(e) => {
-            tracing::warn!("JWT issuer key: {e}; tokens are shown unverified");
-            None
-        }
-    });
-    decode_context_with(extra_proto, signer.as_ref())
-}
-
-/// [`decode_context`] with an issuer key the caller already holds (the engine's).
-pub fn decode_context_with(extra_proto: &[PathBuf], signer: Option<&Signer>) -> Context {
+/// The schemas of `extra_proto` (besides the built-in ones and `./proto`) and `signer`'s key.
+fn decode_context_with(extra_proto: &[PathBuf], signer: Option<&Signer>) -> Context {
     Context {
         schemas: schemas(extra_proto),
         jwt_keys: signer.map_or_else(JwtKeys::default, |s| JwtKeys {
@@ -130,7 +117,11 @@ mod tests {
     #[test]
     fn built_in_schemas_and_our_issuer_key_are_in_the_context() {
         let dir = tempfile::tempdir().unwrap();
-        let empty = decode_context(&[], Some(dir.path()));
+        let config = Config {
+            certs_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let empty = decode_context_for(&config, None);
         assert!(empty.jwt_keys.keys.is_empty(), "no key made by decoding");
         let pool = empty.schemas.expect("built-in schemas");
         assert!(
@@ -139,7 +130,7 @@ mod tests {
         );
         let signer =
             Signer::load_or_create(dir.path(), crate::security::jwt::DEFAULT_ISSUER).unwrap();
-        let context = decode_context(&[], Some(dir.path()));
+        let context = decode_context_for(&config, None);
         let [JwtKey::Jwks(jwks)] = context.jwt_keys.keys.as_slice() else {
             panic!("one JWKS key expected");
         };

@@ -472,11 +472,6 @@ impl Engine {
         .map(drop)
     }
 
-    /// Encodes a message tree with the dissector of `route`.
-    pub fn encode_for_route(&self, route: &str, tree: &Node) -> Result<Vec<u8>, EngineError> {
-        commands::encode_for_route(&self.shared, route, tree)
-    }
-
     /// Sends bytes into a live connection, towards the server (`ClientToServer`) or the
     /// client. Recorded as injected. Blocks until they were written.
     pub fn inject(

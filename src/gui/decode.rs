@@ -188,7 +188,7 @@ fn run(
         next = end;
         if progressed {
             let mut s = summaries.write();
-            merge(&mut s, found, &decode);
+            merge(&mut s, found, &mut decode);
             s.done = next;
             drop(s);
             wake();
@@ -198,10 +198,10 @@ fn run(
     }
 }
 
-fn merge(s: &mut Summaries, found: Vec<(PacketId, PacketSummary)>, decode: &LiveDecode) {
-    for conn in decode.chosen() {
-        if let Some(p) = decode.protocol(conn) {
-            s.protocols.entry(conn).or_insert(p);
+fn merge(s: &mut Summaries, found: Vec<(PacketId, PacketSummary)>, decode: &mut LiveDecode) {
+    for (conn, protocol) in decode.take_chosen() {
+        if let Some(p) = protocol {
+            s.protocols.insert(conn, p);
         }
     }
     for (id, summary) in found {

@@ -54,7 +54,8 @@ pub struct Notice {
 pub struct Workbench {
     registry: Arc<Registry>,
     /// Schemas and keys: the engine's when one runs, else the built-in ones.
-    context: Arc<Context>,
+    /// Made when first needed: a window given the engine's never builds its own.
+    context: std::sync::OnceLock<Arc<Context>>,
     labeller: Option<Labeller>,
     decode: Option<PacketDecode>,
     node: Option<NodeRef>,
@@ -76,7 +77,7 @@ impl Default for Workbench {
     fn default() -> Self {
         Workbench {
             registry: Registry::shared(),
-            context: Arc::new(file_context()),
+            context: std::sync::OnceLock::new(),
             labeller: None,
             decode: None,
             node: None,
@@ -120,7 +121,7 @@ impl Workbench {
                 let ctx = ctx.clone();
                 self.labeller = Some(Labeller::start(
                     store.clone(),
-                    self.context.clone(),
+                    self.context().clone(),
                     live,
                     move || ctx.request_repaint(),
                 ));
@@ -157,7 +158,8 @@ impl Workbench {
                         let labels = self.labeller.as_ref()?.summaries();
                         labels.protocol(p.connection)
                     });
-                    self.decode = PacketDecode::of(&self.registry, &self.context, data, id, chosen);
+                    self.decode =
+                        PacketDecode::of(&self.registry, self.context(), data, id, chosen);
                     if !same {
                         self.node = None;
                     }
@@ -216,12 +218,12 @@ impl Workbench {
     }
 
     pub fn context(&self) -> &Arc<Context> {
-        &self.context
+        self.context.get_or_init(|| Arc::new(file_context()))
     }
 
     /// Decodes with these schemas and keys from now on (the engine's).
     pub fn set_context(&mut self, context: Arc<Context>) {
-        self.context = context;
+        self.context = std::sync::OnceLock::from(context);
         // Labels made with the old context are redone.
         self.labeller = None;
         self.decode = None;
@@ -293,11 +295,6 @@ impl Workbench {
                 .map(|r| r.describe(command))
                 .map_err(|e| e.clone()),
         );
-    }
-
-    /// Whether answers to commands are still awaited.
-    pub fn is_waiting(&self) -> bool {
-        !self.sent.is_empty()
     }
 
     fn send_command(&mut self, engine: &EngineView, command: Command) -> CommandId {
@@ -386,7 +383,7 @@ impl Workbench {
                 };
                 self.editor = Some(Editor::new(
                     &self.registry,
-                    self.context.clone(),
+                    self.context().clone(),
                     source,
                     protocol.as_deref(),
                     held.bytes,
@@ -436,7 +433,7 @@ impl Workbench {
         };
         self.editor = Some(Editor::new(
             &self.registry,
-            self.context.clone(),
+            self.context().clone(),
             source,
             protocol,
             bytes,
